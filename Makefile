@@ -1,0 +1,59 @@
+# Payment saga orchestrator: developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint typecheck schemas-check unit integration e2e test demo stack-up stack-down soak bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project with dev tools
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy --strict on the packages
+	$(BIN)/mypy
+
+schemas-check: $(STAMP) ## Prove every schema version is backward and forward compatible with its predecessors
+	$(BIN)/payments schemas check
+
+unit: $(STAMP) ## Pure-logic tests, no I/O
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: $(STAMP) ## Tests against real Kafka and PostgreSQL (started on demand)
+	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+
+e2e: $(STAMP) ## The whole pipeline as separate processes
+	$(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
+
+test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests)
+	$(BIN)/payments stack fetch
+	$(BIN)/pytest -q -m "not soak" $(PYTEST_ARGS)
+
+demo: $(STAMP) ## Bring the stack up, run the services, publish sample payments, report, shut down
+	$(BIN)/payments demo
+
+stack-up: $(STAMP) ## Start the local Kafka + PostgreSQL stack (idempotent)
+	$(BIN)/payments stack up
+
+stack-down: $(STAMP) ## Stop the local stack
+	$(BIN)/payments stack down
+
+soak: $(STAMP) ## Long crash/restart chaos run (not part of make test)
+	$(BIN)/pytest -q -m soak $(PYTEST_ARGS)
+
+clean: ## Remove the virtual env, caches and local stack data
+	-$(BIN)/payments stack down
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis
