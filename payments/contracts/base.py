@@ -1,0 +1,96 @@
+"""Base classes of every message on the wire: frozen, typed, one Avro record each."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from payments.contracts.types import Long, Str, UtcMillis
+
+
+class Message(BaseModel):
+    """A frozen value that is one Avro record.
+
+    Subclasses set `AVRO_NAME` (the record's full name, also the CloudEvents `ce_type`)
+    and `TOPIC` (where it is published; the Kafka key is always `payment_id`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    AVRO_NAME: ClassVar[str]
+    TOPIC: ClassVar[str]
+
+    payment_id: Str
+
+    @property
+    def message_id(self) -> str:
+        """The unique id of this message (command_id / event_id / reply_id); the ce_id header."""
+        raise NotImplementedError
+
+    @property
+    def idempotency_key_header(self) -> str | None:
+        """Value of the optional `idempotency_key` header, for messages that carry one."""
+        return None
+
+    def to_avro(self) -> dict[str, Any]:
+        """The Avro datum for this message (fastavro's dict form)."""
+        return self.model_dump(mode="python")
+
+    @classmethod
+    def from_avro(cls, datum: dict[str, Any]) -> Self:
+        return cls.model_validate(datum)
+
+
+class Command(Message):
+    """An upstream command on payments.commands."""
+
+    TOPIC: ClassVar[str] = "payments.commands"
+
+    command_id: Str
+    idempotency_key: Str
+
+    @property
+    def message_id(self) -> str:
+        return self.command_id
+
+    @property
+    def idempotency_key_header(self) -> str | None:
+        return self.idempotency_key
+
+
+class SagaEvent(Message):
+    """A fact decided by the orchestrator, on payments.events."""
+
+    TOPIC: ClassVar[str] = "payments.events"
+
+    event_id: Str
+    seq: Long
+    occurred_at: UtcMillis
+    causation_id: Str
+
+    @property
+    def message_id(self) -> str:
+        return self.event_id
+
+
+class ParticipantCommand(Message):
+    """A command from the orchestrator to a participant (risk, funds, partner)."""
+
+    command_id: Str
+    issued_at: UtcMillis
+
+    @property
+    def message_id(self) -> str:
+        return self.command_id
+
+
+class ParticipantReply(Message):
+    """A participant's answer to one ParticipantCommand."""
+
+    reply_id: Str
+    command_id: Str
+
+    @property
+    def message_id(self) -> str:
+        return self.reply_id

@@ -1,0 +1,34 @@
+"""Machine-readable codes carried as Avro strings (not Avro enums: those are hard to evolve).
+
+Adding a value is a change consumers must learn first (an old reader rejects an unknown
+value as InvalidMessageError); removing one is never done.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+RejectCode = Literal[
+    "AMOUNT_NOT_POSITIVE",
+    "AMOUNT_OVER_LIMIT",
+    "UNKNOWN_CURRENCY",
+    "SAME_PAYER_AND_PAYEE",
+    "MISSING_IDEMPOTENCY_KEY",
+    "MALFORMED_ID",
+    "IDEMPOTENCY_KEY_REUSED",
+    "UNKNOWN_PAYMENT",
+    "INVALID_STATE",
+    "CURRENCY_MISMATCH",
+    "REFUND_EXCEEDS_SETTLED",
+]
+REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
+
+RiskDecision = Literal["APPROVE", "DECLINE"]
+FundsReservationFailureCode = Literal["INSUFFICIENT_FUNDS", "ACCOUNT_UNKNOWN", "TIMEOUT"]
+FailureStage = Literal["VALIDATION", "RISK", "FUNDS", "PARTNER", "TIMEOUT"]
+ReservationOutcome = Literal["RESERVED", "INSUFFICIENT_FUNDS", "ACCOUNT_UNKNOWN"]
+ReleaseOutcome = Literal["RELEASED", "UNKNOWN_HOLD"]
+CommitOutcome = Literal["COMMITTED", "UNKNOWN_HOLD"]
+SubmissionOutcome = Literal["ACCEPTED", "DECLINED", "ERROR"]
+PartnerStatus = Literal["ACCEPTED", "DECLINED", "NOT_FOUND", "PENDING"]
+SettlementKind = Literal["SETTLEMENT", "REFUND"]

@@ -1,0 +1,146 @@
+"""Saga events decided by the orchestrator (topic payments.events, key payment_id)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+
+from payments.contracts.base import SagaEvent
+from payments.contracts.codes import FailureStage, FundsReservationFailureCode, RejectCode, RiskDecision
+from payments.contracts.types import Int, Str
+from payments.money import Money
+
+ScoreBp = Annotated[Int, Field(ge=0, le=10_000)]
+
+
+class PaymentInitiated(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentInitiated"
+
+    payer_account: Str
+    payee_account: Str
+    amount: Money
+    partner: Str
+    reference: Str | None = None
+    idempotency_key: Str
+    request_hash: Str
+
+
+class PaymentRejected(SagaEvent):
+    """A command was rejected before it had any effect; the payment may be unknown."""
+
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentRejected"
+
+    reason_code: RejectCode
+    detail: Str
+    idempotency_key: Str
+
+
+class RiskAssessed(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.RiskAssessed"
+
+    score_bp: ScoreBp
+    decision: RiskDecision
+    reasons: list[Str]
+    model_version: Str
+
+
+class FundsReserved(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.FundsReserved"
+
+    hold_id: Str
+    amount: Money
+
+
+class FundsReservationFailed(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.FundsReservationFailed"
+
+    reason_code: FundsReservationFailureCode
+    detail: Str
+
+
+class FundsReleased(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.FundsReleased"
+
+    hold_id: Str
+    amount: Money
+    reason: Str
+
+
+class FundsCommitted(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.FundsCommitted"
+
+    hold_id: Str
+    amount: Money
+
+
+class SubmittedToPartner(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.SubmittedToPartner"
+
+    partner: Str
+    attempt: Int
+    submission_id: Str
+
+
+class PartnerAccepted(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PartnerAccepted"
+
+    partner: Str
+    partner_reference: Str
+
+
+class PartnerDeclined(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PartnerDeclined"
+
+    partner: Str
+    reason_code: Str  # the partner's own code, passed through verbatim
+    detail: Str
+
+
+class PaymentSettled(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentSettled"
+
+    amount: Money
+    partner: Str
+    partner_reference: Str
+    payer_account: Str
+    payee_account: Str
+
+
+class PaymentFailed(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentFailed"
+
+    stage: FailureStage
+    reason_code: Str
+    detail: Str
+
+
+class PaymentCancelled(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentCancelled"
+
+    reason: Str
+
+
+class PaymentRefunded(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.PaymentRefunded"
+
+    refund_id: Str
+    amount: Money
+    refunded_total: Money
+
+
+class RefundRejected(SagaEvent):
+    AVRO_NAME: ClassVar[str] = "payments.events.RefundRejected"
+
+    refund_id: Str
+    reason_code: RejectCode
+
+
+class CompensationFailed(SagaEvent):
+    """A compensating step kept failing; an operator must act."""
+
+    AVRO_NAME: ClassVar[str] = "payments.events.CompensationFailed"
+
+    step: Str
+    attempts: Int
+    detail: Str
