@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +32,11 @@ class Message(BaseModel):
     @property
     def idempotency_key_header(self) -> str | None:
         """Value of the optional `idempotency_key` header, for messages that carry one."""
+        return None
+
+    @property
+    def message_time(self) -> datetime | None:
+        """When the message's fact happened or was requested (the ce_time header), if it says."""
         return None
 
     def to_avro(self) -> dict[str, Any]:
@@ -73,6 +79,10 @@ class SagaEvent(Message):
     def message_id(self) -> str:
         return self.event_id
 
+    @property
+    def message_time(self) -> datetime | None:
+        return self.occurred_at
+
 
 class ParticipantCommand(Message):
     """A command from the orchestrator to a participant (risk, funds, partner)."""
@@ -83,6 +93,10 @@ class ParticipantCommand(Message):
     @property
     def message_id(self) -> str:
         return self.command_id
+
+    @property
+    def message_time(self) -> datetime | None:
+        return self.issued_at
 
 
 class ParticipantReply(Message):

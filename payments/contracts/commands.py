@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field
@@ -21,6 +22,10 @@ class InitiatePayment(Command):
     reference: Str | None = None
     requested_at: UtcMillis
     metadata: dict[Str, Str] = Field(default_factory=dict)  # since v2
+
+    @property
+    def message_time(self) -> datetime | None:
+        return self.requested_at
 
 
 class CancelPayment(Command):

@@ -41,3 +41,7 @@ class EncodeError(ContractError):
 
 class MissingHeaderError(ContractError):
     """A required CloudEvents header is absent or not UTF-8."""
+
+
+class InvalidHeaderError(ContractError):
+    """A CloudEvents header is present but its value is malformed."""

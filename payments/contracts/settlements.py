@@ -6,6 +6,7 @@ re-typed. Every published version stays in schemas/payments.settlements.Settleme
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from payments.contracts.base import Message
@@ -34,3 +35,7 @@ class SettlementEvent(Message):
     @property
     def message_id(self) -> str:
         return self.event_id
+
+    @property
+    def message_time(self) -> datetime | None:
+        return self.settled_at
