@@ -1,0 +1,64 @@
+"""The pure side of a service: what the shared processing loop calls. No Kafka, no clock, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from payments.contracts.envelope import Envelope
+from payments.contracts.messages import Message
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A decoded, validated record handed to `decide`."""
+
+    topic: str  # base topic name (no test prefix), e.g. "payments.commands"
+    partition: int
+    offset: int
+    key: str
+    message: Message
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to produce in the same transaction. `destination` is a base topic name."""
+
+    destination: str
+    key: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class Decision(Generic[S]):
+    """The new state for the key (None deletes it) and the messages to emit."""
+
+    state: S | None
+    outgoing: tuple[Outgoing, ...] = field(default_factory=tuple)
+
+
+class Logic(Protocol[S]):
+    """A service's decision function plus how its state is stored in the changelog.
+
+    `decide` and `fire_timers` must be pure: same inputs, same outputs, no side effects. The loop
+    may call them again for the same input after an aborted transaction.
+    """
+
+    service: str
+    input_topics: tuple[str, ...]
+
+    def key_of(self, message: Message) -> str: ...
+
+    def decide(self, state: S | None, incoming: Incoming, now: datetime) -> Decision[S]: ...
+
+    def fire_timers(self, key: str, state: S, now: datetime) -> Decision[S]: ...
+
+    def next_deadline(self, state: S) -> datetime | None: ...
+
+    def encode_state(self, state: S) -> bytes: ...
+
+    def decode_state(self, data: bytes) -> S: ...

@@ -1,0 +1,48 @@
+"""Run one service process: signals, rebuild-on-fatal, and a bound on how often it rebuilds."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from payments.runtime.processor import FatalProcessorError
+
+log = structlog.get_logger(__name__)
+REBUILDS_MAX = 20
+REBUILD_PAUSE_S = 1.0
+
+
+class Runnable(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its checkpoint and leave the group cleanly."""
+    def handler(signum: int, _frame: object) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name: str) -> None:
+    """Build and run the service; after a fatal (e.g. fenced) error, rebuild it from committed state.
+
+    Rebuilding is bounded: a service that keeps failing exits with the last error so the
+    supervisor (systemd, Kubernetes) restarts it and the alert fires.
+    """
+    for attempt in range(1, REBUILDS_MAX + 1):
+        try:
+            build().run(stop)
+            return
+        except FatalProcessorError as error:
+            log.error("service_rebuild", service=name, attempt=attempt, error=str(error))
+            if stop.is_set() or attempt == REBUILDS_MAX:
+                raise
+            time.sleep(REBUILD_PAUSE_S)

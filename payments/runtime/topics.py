@@ -1,0 +1,90 @@
+"""Topic names and their declared shape. Topics are created by the project, never by accident.
+
+Every payment-keyed topic has the same partition count and all our producers use the murmur2
+partitioner (the Java client's default), so one payment id maps to the same partition number on
+every topic: one instance owns all of a payment's traffic (co-partitioning).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+PAYMENT_PARTITIONS = int(os.environ.get("PAYMENTS_PARTITIONS", "6"))
+CREATE_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names, optionally under a prefix (tests isolate themselves with one)."""
+
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def commands(self) -> str:
+        return self.name("payments.commands")
+
+    @property
+    def events(self) -> str:
+        return self.name("payments.events")
+
+    @property
+    def settlements(self) -> str:
+        return self.name("payments.settlements")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("payments.dlq")
+
+    def changelog(self, service: str) -> str:
+        return self.name(f"{service}.changelog")
+
+    def participant_commands(self, participant: str) -> str:
+        return self.name(f"{participant}.commands")
+
+    def participant_replies(self, participant: str) -> str:
+        return self.name(f"{participant}.replies")
+
+    def group(self, service: str) -> str:
+        return f"{self.prefix}{service}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = PAYMENT_PARTITIONS
+    compacted: bool = False
+
+    def new_topic(self) -> NewTopic:
+        config = {"cleanup.policy": "compact"} if self.compacted else {"retention.ms": "-1"}
+        return NewTopic(self.name, num_partitions=self.partitions, replication_factor=-1, config=config)
+
+
+def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
+    """Create missing topics; fail loudly if an existing one has another partition count.
+
+    A partition count mismatch would silently break co-partitioning, so it is an error, not a warning.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = admin.list_topics(timeout=CREATE_TIMEOUT_S).topics
+    missing = [spec for spec in specs if spec.name not in existing]
+    for spec in specs:
+        if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
+            raise RuntimeError(f"topic {spec.name} has {len(existing[spec.name].partitions)} partitions, "
+                               f"expected {spec.partitions}: co-partitioning requires equal counts")
+    if not missing:
+        return
+    futures = admin.create_topics([spec.new_topic() for spec in missing], operation_timeout=CREATE_TIMEOUT_S)
+    for future in futures.values():
+        try:
+            future.result(timeout=CREATE_TIMEOUT_S)
+        except KafkaException as error:
+            if error.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent instance created it first
+                raise
