@@ -1,0 +1,50 @@
+"""Versioned SQL migrations, applied in order, each once, each in its own transaction.
+
+Files are `projections/migrations/NNNN_name.sql`. A migration is never edited after it is released:
+a change is a new file. Concurrent migrators serialise on an advisory lock.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import psycopg
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_ID = 0x7061796D  # "paym": an arbitrary constant shared by every migrator
+
+
+def available() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for every migration shipped with the package, in order."""
+    found = []
+    for entry in resources.files("projections.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    assert len(versions) == len(set(versions)), f"duplicate migration versions: {versions}"
+    return found
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply every pending migration; return the names applied."""
+    applied_now: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                                version integer PRIMARY KEY, name text NOT NULL,
+                                applied_at timestamptz NOT NULL DEFAULT now())""")
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in available():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+                applied_now.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied_now

@@ -1,0 +1,201 @@
+"""Kafka -> PostgreSQL, exactly once: the read-model change and the consumed offsets commit together.
+
+A checkpoint is, in order:
+  1. consume up to `batch_records_max` records (read_committed: aborted transactions never arrive);
+  2. open ONE PostgreSQL transaction;
+  3. per record: decode (failure -> a row in projection_dead_letters with the original bytes), then
+     `projection.apply` (idempotent per event id, so a replayed record is a no-op);
+  4. upsert the next offset to read for every partition in the batch into projection_offsets;
+  5. commit. Kafka's own group offsets are never committed: PostgreSQL is the only position of record.
+On start and on every assignment the consumer seeks to the offsets stored in PostgreSQL. If the
+database transaction fails, it rolls back and the consumer is rewound to the stored offsets, so the
+batch is applied again from scratch after a bounded, growing pause.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import psycopg
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaRecord
+from psycopg.types.json import Jsonb
+
+from payments.contracts.codec import Serde
+from payments.contracts.envelope import parse_headers
+from payments.contracts.errors import ContractError
+from payments.contracts.messages import Message
+from payments.runtime.records import headers_of
+from payments.runtime.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class Projection(Protocol):
+    """A read model. `apply` runs inside the runner's transaction and must be idempotent per event."""
+
+    name: str
+    topics: tuple[str, ...]  # base topic names
+
+    def apply(self, cur: psycopg.Cursor[tuple[object, ...]], message: Message, meta: RecordMeta) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    batch_records_max: int = 1000
+    poll_timeout_ms: int = 200
+    db_retry_attempts_max: int = 8
+    db_retry_backoff_max_s: float = 5.0
+
+
+class ProjectionRunner:
+    def __init__(self, projection: Projection, *, bootstrap_servers: str, database_url: str, topics: Topics,
+                 serde: Serde, config: RunnerConfig | None = None) -> None:
+        self.projection = projection
+        self.serde = serde
+        self.config = config or RunnerConfig()
+        self._database_url = database_url
+        self._topics = topics
+        self._conn = psycopg.connect(database_url)
+        self._log = log.bind(projection=projection.name)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": topics.group(f"projection-{projection.name}"),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "max.poll.interval.ms": 120_000,
+        })
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.subscribe([self._topics.name(t) for t in self.projection.topics], on_assign=self._on_assign)
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def step(self) -> int:
+        records = [r for r in self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
+                   if self._usable(r)]
+        if records:
+            self._checkpoint(records)
+        return len(records)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self._conn.close()
+
+    # -- checkpoint ---------------------------------------------------------------------------
+
+    def _checkpoint(self, records: list[KafkaRecord]) -> None:
+        for attempt in range(1, self.config.db_retry_attempts_max + 1):
+            try:
+                self._apply_batch(records)
+                return
+            except psycopg.OperationalError as error:  # connection lost, server restarting: transient
+                self._log.warning("projection_batch_retry", attempt=attempt, error=str(error))
+                time.sleep(min(0.1 * 2**attempt, self.config.db_retry_backoff_max_s))
+                self._reconnect()
+        # Still failing: rewind to what PostgreSQL holds and let the caller decide (process exits, restarts).
+        self._seek_to_stored(self.consumer.assignment())
+        raise RuntimeError(f"projection {self.projection.name}: database unavailable after retries")
+
+    def _apply_batch(self, records: list[KafkaRecord]) -> None:
+        positions: dict[tuple[str, int], int] = {}
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            for record in records:
+                topic, partition, offset = record.topic(), record.partition(), record.offset()
+                assert topic is not None and partition is not None and offset is not None
+                self._apply_one(cur, record, RecordMeta(topic, partition, offset, record.timestamp()[1]))
+                positions[(topic, partition)] = offset + 1
+            cur.executemany(
+                """INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
+                   VALUES (%s, %s, %s, %s, now())
+                   ON CONFLICT (projection, topic, partition)
+                   DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()""",
+                [(self.projection.name, t, p, o) for (t, p), o in positions.items()])
+
+    def _apply_one(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, meta: RecordMeta) -> None:
+        value = record.value()
+        try:
+            if value is None:
+                raise _Unusable("EmptyRecord", "record has no value")
+            parse_headers(headers_of(record))
+            message = self.serde.decode(value)
+        except (ContractError, _Unusable) as error:
+            error_class = error.error_class if isinstance(error, _Unusable) else type(error).__name__
+            self._log.warning("projection_dead_letter", error_class=error_class, topic=meta.topic,
+                              partition=meta.partition, offset=meta.offset)
+            headers = [[name, value_.hex()] for name, value_ in headers_of(record)]
+            cur.execute(
+                """INSERT INTO projection_dead_letters
+                   (projection, topic, partition, "offset", record_key, record_value, headers, error_class, reason)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (projection, topic, partition, "offset") DO NOTHING""",
+                (self.projection.name, meta.topic, meta.partition, meta.offset, record.key(), value,
+                 Jsonb(headers), error_class, str(error)))
+            return
+        self.projection.apply(cur, message, meta)
+
+    # -- positions ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._stored_offsets()
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        self._log.info("projection_assigned",
+                       partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
+
+    def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        stored = self._stored_offsets()
+        for tp in partitions:
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                              stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)))
+
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        with self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s",
+                (self.projection.name,)).fetchall()
+        return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
+
+    def _reconnect(self) -> None:
+        # No rewind here: the same in-memory batch is retried, and the rolled-back transaction left
+        # the stored offsets where they were. If the commit did land before the connection broke,
+        # the retry is a no-op because `apply` is idempotent per event id.
+        try:
+            self._conn.close()
+            self._conn = psycopg.connect(self._database_url)
+        except psycopg.OperationalError as error:
+            self._log.warning("projection_reconnect_failed", error=str(error))
+
+    def _usable(self, record: KafkaRecord) -> bool:
+        error = record.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            self._log.warning("consumer_error", error=str(error))
+        return False
+
+
+class _Unusable(Exception):
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_class = error_class

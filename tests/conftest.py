@@ -1,0 +1,109 @@
+"""Session-scoped real Kafka and PostgreSQL for integration and end-to-end tests.
+
+Each is chosen in order: the environment (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL) -> testcontainers
+when a Docker engine answers -> the project's native launcher on free ports in a temporary directory.
+Tests isolate themselves with a random topic prefix and a fresh database each; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from payments.runtime.topics import Topics
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("PAYMENTS_TESTS_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no client library, no socket, no engine: all mean "no Docker here"
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: pytest deletes all but its three newest base directories, and a
+    # concurrent pytest run on the same machine would delete a running server's data directory.
+    path = Path(tempfile.mkdtemp(prefix="payments-test-stack-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_dir: Path) -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    elif _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+    else:
+        from payments.stack import KafkaNode
+
+        node = KafkaNode(stack_dir / "kafka", port=_free_port(), controller_port=_free_port())
+        node.start()
+        try:
+            yield node.bootstrap_servers
+        finally:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(stack_dir: Path) -> Iterator[str]:
+    """A URL of a maintenance database on a real server; tests get their own database from it."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17", driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        from payments.stack import PostgresNode
+
+        node = PostgresNode(stack_dir / "postgres", port=_free_port())
+        node.start()
+        try:
+            yield node.url
+        finally:
+            node.stop()
+
+
+@pytest.fixture
+def topics() -> Topics:
+    return Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    from projections.migrate import migrate
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    yield url
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,111 @@
+"""Helpers shared by integration and end-to-end tests: real clients, deadlines, service processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from payments.contracts.codec import Serde, SingleObjectSerde
+from payments.contracts.envelope import build_headers
+from payments.contracts.messages import InitiatePayment, Message
+from payments.money import Money
+from payments.runtime.topics import Topics, ensure_topics
+from payments.runtime.topology import all_topics
+from payments.supervisor import ServiceProcess
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    """Poll until `condition()` is truthy and return it; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+        time.sleep(interval_s)
+        last = condition()
+    return last
+
+
+def serde() -> Serde:
+    return SingleObjectSerde()
+
+
+def make_initiate(amount_minor: int = 1250, currency: str = "EUR", **overrides: object) -> InitiatePayment:
+    payment_id = str(uuid.uuid4())
+    fields: dict[str, object] = {
+        "command_id": str(uuid.uuid4()), "idempotency_key": f"idem-{payment_id}", "payment_id": payment_id,
+        "payer_account": "acc-payer-1", "payee_account": "acc-payee-1",
+        "amount": Money(amount_minor=amount_minor, currency=currency), "partner": "simbank",
+        "reference": "invoice 42", "requested_at": datetime.now(UTC).replace(microsecond=0),
+    }
+    fields.update(overrides)
+    return InitiatePayment.model_validate(fields)
+
+
+def setup_topics(bootstrap: str, topics: Topics) -> None:
+    ensure_topics(bootstrap, all_topics(topics))
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[Message], key_of: Callable[[Message], str],
+            codec: Serde | None = None) -> None:
+    codec = codec or serde()
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True})
+    for message in messages:
+        producer.produce(topic, key=key_of(message).encode(), value=codec.encode(message),
+                         headers=build_headers(message, source="tests", traceparent=None))
+    assert producer.flush(30) == 0, "records left undelivered"
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int
+    offset: int
+
+
+def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
+    """Every committed record of `topic`, read_committed, from the beginning to the current end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        open_partitions, found = set(partitions), []
+        deadline = time.monotonic() + timeout_s
+        while open_partitions and time.monotonic() < deadline:
+            for record in consumer.consume(500, 0.5):
+                error = record.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(record.partition())
+                elif error is None:
+                    found.append(Record(record.key(), record.value(), record.headers() or [],
+                                        record.partition(), record.offset()))
+        assert not open_partitions, f"did not reach the end of {topic} partitions {open_partitions}"
+        return found
+    finally:
+        consumer.close()
+
+
+def decode_all(records: list[Record], codec: Serde | None = None) -> list[Message]:
+    codec = codec or serde()
+    return [codec.decode(r.value) for r in records if r.value is not None]
+
+
+def service(args: list[str], *, bootstrap: str, database_url: str, topics: Topics, log_dir: Path,
+            instance_id: str = "0", extra_env: dict[str, str] | None = None) -> ServiceProcess:
+    """A service process wired to the test's broker, database and topic prefix (not started)."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url, "PAYMENTS_TOPIC_PREFIX": topics.prefix,
+           **(extra_env or {})}
+    return ServiceProcess(args, log_dir=log_dir, env=env, instance_id=instance_id)
