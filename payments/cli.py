@@ -28,6 +28,33 @@ def _schemas(args: argparse.Namespace) -> int:
     return evolution.main([])
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.service == "orchestrator":
+        from orchestrator.service import main as run_orchestrator
+
+        return run_orchestrator()
+    from projections.service import main as run_projection
+
+    if not args.name:
+        raise SystemExit("payments run projection: name the projection (e.g. payment_status)")
+    return run_projection(args.name)
+
+
+def _db(args: argparse.Namespace) -> int:
+    from payments.config import Settings
+    from projections.migrate import migrate
+
+    applied = migrate(Settings.from_env().database_url)
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from payments.demo import main as demo
+
+    return demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="message schemas")
     schemas.add_argument("action", choices=["check"])
     schemas.set_defaults(handler=_schemas)
+
+    run = commands.add_parser("run", help="run one service process in the foreground")
+    run.add_argument("service", choices=["orchestrator", "projection"])
+    run.add_argument("name", nargs="?", help="projection name (for `run projection`)")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="run sample payments through the whole system and report")
+    demo.set_defaults(handler=_demo)
+
+    db = commands.add_parser("db", help="the read-model database")
+    db.add_argument("action", choices=["migrate"])
+    db.set_defaults(handler=_db)
     return parser
 
 

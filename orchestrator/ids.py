@@ -1,0 +1,16 @@
+"""Deterministic ids: the same decision yields the same ids, which keeps `decide` pure and replayable."""
+
+from __future__ import annotations
+
+import uuid
+
+_NAMESPACE = uuid.UUID("6f1c3f5e-8a52-4c1e-9d0b-2b8f0e7f4a10")
+
+
+def event_id(payment_id: str, seq: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"event:{payment_id}:{seq}"))
+
+
+def derived_id(*parts: str) -> str:
+    """An id for a command or hold derived from what caused it (e.g. a payment and a step attempt)."""
+    return str(uuid.uuid5(_NAMESPACE, ":".join(parts)))
