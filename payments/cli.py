@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from payments.services import SERVICES
 from payments.stack import LocalStack, StackError, fetch_kafka, stack_home
 
 
@@ -29,10 +30,10 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.service == "orchestrator":
-        from orchestrator.service import main as run_orchestrator
+    if args.service != "projection":
+        from payments.services import entry_point
 
-        return run_orchestrator()
+        return entry_point(args.service)()
     from projections.service import main as run_projection
 
     if not args.name:
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.set_defaults(handler=_schemas)
 
     run = commands.add_parser("run", help="run one service process in the foreground")
-    run.add_argument("service", choices=["orchestrator", "projection"])
+    run.add_argument("service", choices=[*SERVICES, "projection"])
     run.add_argument("name", nargs="?", help="projection name (for `run projection`)")
     run.set_defaults(handler=_run)
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
-from payments.runtime.processor import FatalProcessorError
+from payments.config import Settings
+from payments.contracts.codec import serde_from_env
+from payments.observability import configure_logging
+from payments.runtime.logic import Logic
+from payments.runtime.processor import FatalProcessorError, Processor, ProcessorConfig
+from payments.runtime.topics import Topics, ensure_topics
+from payments.runtime.topology import all_topics
+
+S = TypeVar("S")
 
 log = structlog.get_logger(__name__)
 REBUILDS_MAX = 20
@@ -46,3 +55,25 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
             if stop.is_set() or attempt == REBUILDS_MAX:
                 raise
             time.sleep(REBUILD_PAUSE_S)
+
+
+def processor_config_from_env() -> ProcessorConfig:
+    return ProcessorConfig(batch_records_max=int(os.environ.get("PAYMENTS_BATCH_MAX", "500")))
+
+
+def serve(logic_factory: Callable[[], Logic[S]], name: str) -> int:
+    """The whole life of a Kafka->Kafka service process: logs, topics, signals, run, rebuild on fatal."""
+    configure_logging(name)
+    settings = Settings.from_env()
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(settings.bootstrap_servers, all_topics(topics))
+    stop = threading.Event()
+    install_signal_handlers(stop)
+
+    def build() -> Processor[S]:
+        return Processor(logic_factory(), bootstrap_servers=settings.bootstrap_servers, topics=topics,
+                         serde=serde_from_env(), instance_id=settings.instance_id,
+                         config=processor_config_from_env())
+
+    run_until_stopped(build, stop, name)
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from payments.runtime.topics import Topics, TopicSpec
 
 PARTICIPANTS = ("risk", "funds", "partner")
-STATEFUL_SERVICES = ("orchestrator", *PARTICIPANTS)
+STATEFUL_SERVICES = ("orchestrator", *PARTICIPANTS, "settlement")
 
 
 def all_topics(topics: Topics) -> list[TopicSpec]:
