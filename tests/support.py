@@ -98,6 +98,19 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record
         consumer.close()
 
 
+def wait_for_records(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[Record]:
+    """Wait until `topic` holds at least `count` committed records; return them all."""
+    found: list[Record] = []
+
+    def enough() -> bool:
+        nonlocal found
+        found = read_all(bootstrap, topic)
+        return len(found) >= count
+
+    wait_for(enough, timeout_s, f"{count} records on {topic}")
+    return found
+
+
 def decode_all(records: list[Record], codec: Serde | None = None) -> list[Message]:
     codec = codec or serde()
     return [codec.decode(r.value) for r in records if r.value is not None]
