@@ -1,0 +1,87 @@
+"""Risk participant: AssessRisk -> RiskAssessmentCompleted, pure, one answer per command id.
+
+State per payment: the answers already given, by command id. A redelivered or re-sent AssessRisk
+gets exactly the reply it got the first time (same reply_id, same score, same model version) even
+if the model file changed in between; nothing new is decided.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from consumers.ids import reply_id
+from consumers.risk.scoring import RiskModel, assess, load_model
+from payments.contracts.codes import RiskDecision
+from payments.contracts.messages import Message
+from payments.contracts.participants import RISK_COMMANDS, RISK_REPLIES, AssessRisk, RiskAssessmentCompleted
+from payments.runtime.logic import Decision, Incoming, Outgoing
+
+SERVICE = "risk"
+ANSWERS_MAX = 64  # per payment; the saga asks a handful of times at most
+
+
+class RiskAnswer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    score_bp: int
+    decision: RiskDecision
+    reasons: tuple[str, ...]
+    model_version: str
+
+
+class RiskState(BaseModel):
+    """Answers given for one payment, by command id (insertion order = order answered)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    answers: dict[str, RiskAnswer] = {}
+
+
+def reply_for(command: AssessRisk, answer: RiskAnswer) -> RiskAssessmentCompleted:
+    return RiskAssessmentCompleted(
+        payment_id=command.payment_id, reply_id=reply_id(SERVICE, command.command_id),
+        command_id=command.command_id, score_bp=answer.score_bp, decision=answer.decision,
+        reasons=list(answer.reasons), model_version=answer.model_version)
+
+
+class RiskLogic:
+    """The `Logic` of the risk service. The model is loaded once, at construction (not in decide)."""
+
+    service: str = SERVICE
+    input_topics: tuple[str, ...] = (RISK_COMMANDS,)
+
+    def __init__(self, model: RiskModel | None = None, model_path: Path | None = None) -> None:
+        self.model = model if model is not None else load_model(model_path)
+
+    def key_of(self, message: Message) -> str:
+        return message.payment_id
+
+    def decide(self, state: RiskState | None, incoming: Incoming, now: datetime) -> Decision[RiskState]:
+        command = incoming.message
+        if not isinstance(command, AssessRisk):
+            return Decision(state)  # not ours (nothing else is published here): ignore, keep state
+        current = state or RiskState()
+        answer = current.answers.get(command.command_id)
+        if answer is None:
+            result = assess(self.model, command.payer_account, command.payee_account, command.amount)
+            answer = RiskAnswer(score_bp=result.score_bp, decision=result.decision, reasons=result.reasons,
+                                model_version=result.model_version)
+            kept = list(current.answers.items())[-(ANSWERS_MAX - 1):]
+            current = RiskState(answers={**dict(kept), command.command_id: answer})
+        reply = reply_for(command, answer)
+        return Decision(current, (Outgoing(RISK_REPLIES, command.payment_id, reply),))
+
+    def fire_timers(self, key: str, state: RiskState, now: datetime) -> Decision[RiskState]:
+        return Decision(state)
+
+    def next_deadline(self, state: RiskState) -> datetime | None:
+        return None
+
+    def encode_state(self, state: RiskState) -> bytes:
+        return state.model_dump_json().encode()
+
+    def decode_state(self, data: bytes) -> RiskState:
+        return RiskState.model_validate_json(data)

@@ -1,0 +1,1 @@
+"""Package data: the versioned risk model files (JSON)."""
