@@ -1,0 +1,192 @@
+"""Funds participant: balances and holds per account, keyed by ACCOUNT (one instance owns an account).
+
+Commands arrive on funds.commands keyed by the account they touch (ReserveFunds/ReleaseFunds/
+CommitFunds `.account`); replies go to funds.replies keyed by payment id, where the orchestrator
+reads them. The state per account (`FundsState`) is the fold of this service's own decisions and
+is snapshotted to the changelog by the processor in the same transaction as the replies.
+
+Idempotency, two layers:
+  * by command id: a redelivered or re-sent command gets the reply it got first (same reply_id);
+  * by hold id: a new command for a hold that already reached the asked-for state answers the same
+    outcome again (release of a released hold -> RELEASED), so compensation retries are safe.
+
+An account with no state yet starts from the seed file; an account absent from it is unknown.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from consumers.funds.accounts import (
+    ANSWERS_MAX,
+    Account,
+    HoldConflictError,
+    InvalidFundsCommandError,
+    load_seed,
+)
+from consumers.ids import reply_id
+from payments.contracts.codes import CommitOutcome, ReleaseOutcome, ReservationOutcome
+from payments.contracts.messages import Message
+from payments.contracts.participants import (
+    FUNDS_COMMANDS,
+    FUNDS_REPLIES,
+    CommitFunds,
+    FundsCommitResult,
+    FundsReleaseResult,
+    FundsReservationResult,
+    ReleaseFunds,
+    ReserveFunds,
+)
+from payments.money import Money
+from payments.runtime.logic import Decision, Incoming, Outgoing
+
+SERVICE = "funds"
+FundsCommand = ReserveFunds | ReleaseFunds | CommitFunds
+FundsReply = FundsReservationResult | FundsReleaseResult | FundsCommitResult
+
+
+class FundsAnswer(BaseModel):
+    """A reply already given, by command id, stored so a redelivery repeats it exactly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["reserve", "release", "commit"]
+    payment_id: str
+    hold_id: str
+    outcome: str
+    available: Money | None = None
+
+
+class FundsState(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account: Account
+    answers: dict[str, FundsAnswer] = {}
+
+    def answered(self, command_id: str, answer: FundsAnswer) -> dict[str, FundsAnswer]:
+        kept = list(self.answers.items())[-(ANSWERS_MAX - 1):]
+        return {**dict(kept), command_id: answer}
+
+
+def reply_of(command_id: str, answer: FundsAnswer) -> FundsReply:
+    common = {"payment_id": answer.payment_id, "reply_id": reply_id(SERVICE, command_id),
+              "command_id": command_id, "hold_id": answer.hold_id}
+    if answer.kind == "reserve":
+        return FundsReservationResult.model_validate({**common, "outcome": answer.outcome,
+                                                      "available": answer.available})
+    if answer.kind == "release":
+        return FundsReleaseResult.model_validate({**common, "outcome": answer.outcome})
+    return FundsCommitResult.model_validate({**common, "outcome": answer.outcome})
+
+
+def reserve(account: Account, command: ReserveFunds) -> tuple[Account, ReservationOutcome, Money]:
+    amount = command.amount
+    if amount.amount_minor <= 0:
+        raise InvalidFundsCommandError(f"reserve of non-positive amount {amount.amount_minor} for hold "
+                                       f"{command.hold_id}")
+    existing = account.holds.get(command.hold_id)
+    if existing is not None:
+        if (existing.payment_id, existing.amount, existing.status) != (command.payment_id, amount, "HELD"):
+            raise HoldConflictError(f"hold {command.hold_id} exists as {existing.status} for payment "
+                                    f"{existing.payment_id} {existing.amount.amount_minor} {existing.amount.currency}")
+        return account, "RESERVED", _available(account, amount.currency)
+    if not account.can_reserve(amount):
+        return account, "INSUFFICIENT_FUNDS", _available(account, amount.currency)
+    after = account.reserve(command.hold_id, command.payment_id, amount)
+    return after, "RESERVED", _available(after, amount.currency)
+
+
+def release(account: Account, hold_id: str) -> tuple[Account, ReleaseOutcome]:
+    hold = account.holds.get(hold_id)
+    if hold is None or hold.status == "COMMITTED":  # a committed debit cannot be released: refunds reverse it
+        return account, "UNKNOWN_HOLD"
+    if hold.status == "RELEASED":
+        return account, "RELEASED"
+    return account.release(hold_id), "RELEASED"
+
+
+def commit(account: Account, hold_id: str) -> tuple[Account, CommitOutcome]:
+    hold = account.holds.get(hold_id)
+    if hold is None or hold.status == "RELEASED":
+        return account, "UNKNOWN_HOLD"
+    if hold.status == "COMMITTED":
+        return account, "COMMITTED"
+    # The payee's credit is not booked here (no message type for it yet): see docs/participants.md.
+    return account.commit(hold_id), "COMMITTED"
+
+
+def _available(account: Account, currency: str) -> Money:
+    return Money.of(account.balance(currency).available, currency)
+
+
+class FundsLogic:
+    """The `Logic` of the funds service. Seed accounts are read once, at construction."""
+
+    service: str = SERVICE
+    input_topics: tuple[str, ...] = (FUNDS_COMMANDS,)
+
+    def __init__(self, seed: dict[str, Account] | None = None, seed_path: Path | None = None) -> None:
+        self.seed = seed if seed is not None else load_seed(seed_path)
+
+    def key_of(self, message: Message) -> str:
+        if isinstance(message, ReserveFunds | ReleaseFunds | CommitFunds):
+            return message.account
+        return message.payment_id
+
+    def decide(self, state: FundsState | None, incoming: Incoming, now: datetime) -> Decision[FundsState]:
+        command = incoming.message
+        if not isinstance(command, ReserveFunds | ReleaseFunds | CommitFunds):
+            return Decision(state)
+        if state is not None and command.command_id in state.answers:
+            return self._reply(state, command.command_id, state.answers[command.command_id])
+        if state is None:
+            seeded = self.seed.get(command.account)
+            if seeded is None:
+                return self._unknown_account(command)
+            state = FundsState(account=seeded)
+        account = state.account
+        if isinstance(command, ReserveFunds):
+            account, reserved, available = reserve(account, command)
+            answer = FundsAnswer(kind="reserve", payment_id=command.payment_id, hold_id=command.hold_id,
+                                 outcome=reserved, available=available)
+        elif isinstance(command, ReleaseFunds):
+            account, released = release(account, command.hold_id)
+            answer = FundsAnswer(kind="release", payment_id=command.payment_id, hold_id=command.hold_id,
+                                 outcome=released)
+        else:
+            account, committed = commit(account, command.hold_id)
+            answer = FundsAnswer(kind="commit", payment_id=command.payment_id, hold_id=command.hold_id,
+                                 outcome=committed)
+        new_state = FundsState(account=account, answers=state.answered(command.command_id, answer))
+        return self._reply(new_state, command.command_id, answer)
+
+    def _unknown_account(self, command: FundsCommand) -> Decision[FundsState]:
+        # No state is kept for an unknown account: the reply is a function of the command alone.
+        if isinstance(command, ReserveFunds):
+            answer = FundsAnswer(kind="reserve", payment_id=command.payment_id, hold_id=command.hold_id,
+                                 outcome="ACCOUNT_UNKNOWN")
+        else:
+            kind: Literal["release", "commit"] = "release" if isinstance(command, ReleaseFunds) else "commit"
+            answer = FundsAnswer(kind=kind, payment_id=command.payment_id, hold_id=command.hold_id,
+                                 outcome="UNKNOWN_HOLD")
+        return Decision(None, (Outgoing(FUNDS_REPLIES, command.payment_id, reply_of(command.command_id, answer)),))
+
+    @staticmethod
+    def _reply(state: FundsState, command_id: str, answer: FundsAnswer) -> Decision[FundsState]:
+        return Decision(state, (Outgoing(FUNDS_REPLIES, answer.payment_id, reply_of(command_id, answer)),))
+
+    def fire_timers(self, key: str, state: FundsState, now: datetime) -> Decision[FundsState]:
+        return Decision(state)
+
+    def next_deadline(self, state: FundsState) -> datetime | None:
+        return None
+
+    def encode_state(self, state: FundsState) -> bytes:
+        return state.model_dump_json().encode()
+
+    def decode_state(self, data: bytes) -> FundsState:
+        return FundsState.model_validate_json(data)
