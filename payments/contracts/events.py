@@ -144,3 +144,18 @@ class CompensationFailed(SagaEvent):
     step: Str
     attempts: Int
     detail: Str
+
+
+class ParticipantCommandIssued(SagaEvent):
+    """A participant command no other event implies: a retry, a partner query, a compensating release.
+
+    Recorded so that the saga state, including its pending timer, stays the fold of its events.
+    """
+
+    AVRO_NAME: ClassVar[str] = "payments.events.ParticipantCommandIssued"
+
+    step: Str
+    attempt: Int
+    command_id: Str
+    reason: Str
+    detail: Str
