@@ -1,0 +1,94 @@
+"""Settlement publisher: exactly one SettlementEvent per settlement and per refund, on payments.settlements.
+
+Input: payments.events (key payment id). PaymentSettled -> SettlementEvent(kind SETTLEMENT);
+PaymentRefunded -> SettlementEvent(kind REFUND, refund_id). The event id is uuid5 of the source
+event id, and the state per payment remembers which source events were published, so a redelivered
+or replayed saga event publishes nothing new. Exactly-once on the output topic itself comes from the
+processor's transaction (the event, the state snapshot and the consumed offset commit together).
+
+A refund needs the settlement's parties and partner reference, which PaymentRefunded does not carry,
+so the state also keeps the facts of the PaymentSettled event (same payment, same partition, earlier
+in the log). A refund whose settlement was never seen cannot be published; it is left unpublished
+(not marked), which cannot happen while the orchestrator only refunds settled payments.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from consumers.ids import derived_event_id
+from payments.contracts.events import PaymentRefunded, PaymentSettled
+from payments.contracts.messages import Message
+from payments.contracts.settlements import SettlementEvent
+from payments.runtime.logic import Decision, Incoming, Outgoing
+
+SERVICE = "settlement"
+EVENTS = "payments.events"
+SETTLEMENTS = "payments.settlements"
+
+
+class SettledFacts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    payer_account: str
+    payee_account: str
+    partner: str
+    partner_reference: str
+
+
+class SettlementState(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    published: tuple[str, ...] = ()  # source event ids already published, in order
+    settled: SettledFacts | None = None
+
+
+def settlement_event_id(source_event_id: str) -> str:
+    return derived_event_id("settlement", source_event_id)
+
+
+class SettlementPublisherLogic:
+    service: str = SERVICE
+    input_topics: tuple[str, ...] = (EVENTS,)
+
+    def key_of(self, message: Message) -> str:
+        return message.payment_id
+
+    def decide(self, state: SettlementState | None, incoming: Incoming,
+               now: datetime) -> Decision[SettlementState]:
+        event = incoming.message
+        if not isinstance(event, PaymentSettled | PaymentRefunded):
+            return Decision(state)  # other saga events are not settlements
+        current = state or SettlementState()
+        if event.event_id in current.published:
+            return Decision(current)
+        if isinstance(event, PaymentSettled):
+            facts = SettledFacts(payer_account=event.payer_account, payee_account=event.payee_account,
+                                 partner=event.partner, partner_reference=event.partner_reference)
+            published = SettlementEvent(
+                payment_id=event.payment_id, event_id=settlement_event_id(event.event_id),
+                settled_at=event.occurred_at, amount=event.amount, kind="SETTLEMENT", **facts.model_dump())
+            current = current.model_copy(update={"settled": facts})
+        else:
+            if current.settled is None:
+                return Decision(state)
+            published = SettlementEvent(
+                payment_id=event.payment_id, event_id=settlement_event_id(event.event_id),
+                settled_at=event.occurred_at, amount=event.amount, kind="REFUND", refund_id=event.refund_id,
+                **current.settled.model_dump())
+        current = current.model_copy(update={"published": (*current.published, event.event_id)})
+        return Decision(current, (Outgoing(SETTLEMENTS, event.payment_id, published),))
+
+    def fire_timers(self, key: str, state: SettlementState, now: datetime) -> Decision[SettlementState]:
+        return Decision(state)
+
+    def next_deadline(self, state: SettlementState) -> datetime | None:
+        return None
+
+    def encode_state(self, state: SettlementState) -> bytes:
+        return state.model_dump_json().encode()
+
+    def decode_state(self, data: bytes) -> SettlementState:
+        return SettlementState.model_validate_json(data)
