@@ -1,77 +1,87 @@
 """The payment saga's decision logic: pure, `(state, message, now) -> (state, messages)`.
 
-This is the first slice: an InitiatePayment becomes PaymentInitiated, once per payment.
+Each decision emits events and folds them into the state as it goes (`orchestrator.steps.Draft`),
+so the state is always `fold(events)`; participant commands are derived from that state.
+See docs/saga.md for the state machine, timers, compensation and idempotency rules.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
+from typing import Final
 
-from pydantic import BaseModel, ConfigDict
+from orchestrator import commands, replies, timers
+from orchestrator.commands import request_hash
+from orchestrator.state import SagaState, fold
+from orchestrator.steps import EVENTS, Draft
+from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
+from payments.contracts.messages import Message
+from payments.contracts.participants import (
+    FUNDS_REPLIES,
+    PARTNER_REPLIES,
+    RISK_REPLIES,
+    FundsCommitResult,
+    FundsReleaseResult,
+    FundsReservationResult,
+    PartnerQueryResult,
+    PartnerSubmissionResult,
+    RiskAssessmentCompleted,
+)
+from payments.runtime.logic import Decision, Incoming
 
-from orchestrator.ids import event_id
-from payments.contracts.messages import InitiatePayment, Message, PaymentInitiated
-from payments.runtime.logic import Decision, Incoming, Outgoing
+COMMANDS: Final = "payments.commands"
 
-EVENTS = "payments.events"
-COMMANDS = "payments.commands"
-
-
-class SagaState(BaseModel):
-    """A payment's saga state: the fold of its events (snapshotted to the changelog)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    payment_id: str
-    status: str
-    seq: int
-    idempotency_key: str
-    request_hash: str
-
-
-def request_hash(command: InitiatePayment) -> str:
-    """What makes two InitiatePayment commands 'the same request' for idempotency."""
-    fields = (command.payment_id, command.payer_account, command.payee_account,
-              str(command.amount.amount_minor), command.amount.currency, command.partner, command.reference or "")
-    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+__all__ = ["COMMANDS", "EVENTS", "OrchestratorLogic", "SagaState", "fold", "request_hash"]
 
 
-def initiate(state: SagaState | None, command: InitiatePayment, causation_id: str,
-             now: datetime) -> Decision[SagaState]:
-    if state is not None:
-        return Decision(state)  # a redelivered or repeated command: nothing new happens
-    digest = request_hash(command)
-    event = PaymentInitiated(
-        event_id=event_id(command.payment_id, 1), payment_id=command.payment_id, seq=1, occurred_at=now,
-        causation_id=causation_id, payer_account=command.payer_account, payee_account=command.payee_account,
-        amount=command.amount, partner=command.partner, reference=command.reference,
-        idempotency_key=command.idempotency_key, request_hash=digest)
-    new_state = SagaState(payment_id=command.payment_id, status="INITIATED", seq=1,
-                          idempotency_key=command.idempotency_key, request_hash=digest)
-    return Decision(new_state, (Outgoing(EVENTS, command.payment_id, event),))
+def _route(draft: Draft, message: Message) -> None:  # noqa: PLR0911 - one branch per message type
+    match message:
+        case InitiatePayment():
+            return commands.initiate(draft, message)
+        case CancelPayment():
+            return commands.cancel(draft, message)
+        case RefundPayment():
+            return commands.refund(draft, message)
+        case RiskAssessmentCompleted():
+            return replies.risk_completed(draft, message)
+        case FundsReservationResult():
+            return replies.reservation_result(draft, message)
+        case FundsReleaseResult():
+            return replies.release_result(draft, message)
+        case FundsCommitResult():
+            return replies.commit_result(draft, message)
+        case PartnerSubmissionResult():
+            return replies.submission_result(draft, message)
+        case PartnerQueryResult():
+            return replies.query_result(draft, message)
+    return None  # not ours (e.g. a message type added later): ignore it
 
 
 class OrchestratorLogic:
+    """The saga as a `payments.runtime.logic.Logic[SagaState]`: one state per payment id."""
+
     service: str = "orchestrator"
-    input_topics: tuple[str, ...] = (COMMANDS,)
+    input_topics: tuple[str, ...] = (COMMANDS, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
 
     def key_of(self, message: Message) -> str:
-        payment_id = getattr(message, "payment_id", None)
-        assert isinstance(payment_id, str), f"{type(message).__name__} carries no payment_id"
-        return payment_id
+        return message.payment_id
 
     def decide(self, state: SagaState | None, incoming: Incoming, now: datetime) -> Decision[SagaState]:
         message = incoming.message
-        if isinstance(message, InitiatePayment):
-            return initiate(state, message, incoming.envelope.id, now)
-        return Decision(state)
+        draft = Draft(payment_id=message.payment_id, state=state, now=now, causation_id=incoming.envelope.id)
+        _route(draft, message)
+        return draft.decision()
 
     def fire_timers(self, key: str, state: SagaState, now: datetime) -> Decision[SagaState]:
-        return Decision(state)
+        deadline = timers.next_deadline(state)
+        if deadline is None or deadline > now:
+            return Decision(state)
+        draft = Draft(payment_id=key, state=state, now=now, causation_id=timers.timer_id(state))
+        timers.fire(draft)
+        return draft.decision()
 
     def next_deadline(self, state: SagaState) -> datetime | None:
-        return None
+        return timers.next_deadline(state)
 
     def encode_state(self, state: SagaState) -> bytes:
         return state.model_dump_json().encode()

@@ -1,0 +1,118 @@
+"""Upstream commands: InitiatePayment, CancelPayment, RefundPayment.
+
+Idempotency scope is the payment id: commands are keyed by it, so the record of what was asked
+(idempotency key + request hash) lives in the payment's own state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from orchestrator.state import CANCEL_REQUESTED, TERMINAL, SagaState
+from orchestrator.steps import Draft, issue
+from payments.contracts.codes import RejectCode
+from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
+from payments.contracts.events import (
+    PaymentCancelled,
+    PaymentInitiated,
+    PaymentRefunded,
+    PaymentRejected,
+    RefundRejected,
+)
+from payments.contracts.validation import validate_cancel, validate_initiate, validate_refund
+
+# Until the payment is submitted to the partner it can be cancelled.
+_CANCELLABLE_AT_ONCE = frozenset({"AWAITING_RISK"})
+_CANCELLABLE_BY_RELEASE = frozenset({"RESERVING_FUNDS"})
+
+
+def request_hash(command: InitiatePayment) -> str:
+    """What makes two InitiatePayment commands 'the same request' for idempotency."""
+    fields = (command.payment_id, command.payer_account, command.payee_account,
+              str(command.amount.amount_minor), command.amount.currency, command.partner, command.reference or "")
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+
+
+def _reject(draft: Draft, code: RejectCode, detail: str, idempotency_key: str) -> None:
+    draft.event(PaymentRejected, reason_code=code, detail=detail, idempotency_key=idempotency_key)
+
+
+def initiate(draft: Draft, command: InitiatePayment) -> None:
+    state = draft.state
+    digest = request_hash(command)
+    if state is not None and state.status == "REJECTED":
+        return  # the original outcome stands; a rejected payment id is not reused
+    if state is not None and state.status != "UNKNOWN":
+        terms = state.require_terms()
+        if terms.idempotency_key == command.idempotency_key and terms.request_hash == digest:
+            return  # the same request again: nothing new happens
+        what = "idempotency key" if terms.idempotency_key != command.idempotency_key else "parameters"
+        _reject(draft, "IDEMPOTENCY_KEY_REUSED",
+                f"payment {command.payment_id} was initiated with other {what}", command.idempotency_key)
+        return
+    reasons = validate_initiate(command)
+    if reasons:
+        _reject(draft, reasons[0].code, reasons[0].detail, command.idempotency_key)
+        return
+    draft.event(PaymentInitiated, payer_account=command.payer_account, payee_account=command.payee_account,
+                amount=command.amount, partner=command.partner, reference=command.reference,
+                idempotency_key=command.idempotency_key, request_hash=digest)
+    draft.send_awaited()
+
+
+def cancel(draft: Draft, command: CancelPayment) -> None:
+    state = draft.state
+    # Unknown first: any other rejection code as a payment's first event would mean "initiate rejected".
+    if state is None or state.status == "UNKNOWN":
+        _reject(draft, "UNKNOWN_PAYMENT", f"no payment {command.payment_id}", command.idempotency_key)
+        return
+    if state.status in ("CANCELLED", "REJECTED"):
+        return  # already the outcome asked for, or a payment that never existed: nothing to change
+    reasons = validate_cancel(command)
+    if reasons:
+        _reject(draft, reasons[0].code, reasons[0].detail, command.idempotency_key)
+        return
+    after = state.after_release
+    if state.status == "RELEASING" and after is not None and after.outcome == "CANCELLED":
+        return  # a cancel is already under way
+    if state.status in _CANCELLABLE_AT_ONCE:
+        draft.event(PaymentCancelled, reason=command.reason)
+    elif state.status in _CANCELLABLE_BY_RELEASE:
+        # The reservation may already have happened: release first, cancel once released.
+        issue(draft, "FUNDS_RELEASE", 1, CANCEL_REQUESTED, command.reason)
+    else:
+        word = "terminal" if state.status in TERMINAL else "past submission to the partner"
+        _reject(draft, "INVALID_STATE", f"cannot cancel: payment is {state.status} ({word})",
+                command.idempotency_key)
+
+
+def _refund_problem(state: SagaState, command: RefundPayment) -> RejectCode | None:
+    """Why `command` cannot be refunded from `state` (an initiated payment), or None when it can."""
+    if state.status != "SETTLED" or state.settled is None or state.refunded is None:
+        return "INVALID_STATE"
+    if command.amount.currency != state.settled.currency:
+        return "CURRENCY_MISMATCH"
+    if state.refunded.amount_minor + command.amount.amount_minor > state.settled.amount_minor:
+        return "REFUND_EXCEEDS_SETTLED"
+    return None
+
+
+def refund(draft: Draft, command: RefundPayment) -> None:
+    state = draft.state
+    if state is not None and state.status == "REJECTED":
+        return  # a rejected payment id is inert
+    reasons = validate_refund(command)
+    code: RejectCode | None = reasons[0].code if reasons else None
+    if code is None and (state is None or state.status == "UNKNOWN"):
+        code = "UNKNOWN_PAYMENT"
+    if code is None and state is not None and command.refund_id in state.refund_ids:
+        return  # this refund was already made
+    if code is None and state is not None:
+        code = _refund_problem(state, command)
+    if code is not None:
+        draft.event(RefundRejected, refund_id=command.refund_id, reason_code=code)
+        return
+    current = draft.current
+    assert current.refunded is not None
+    draft.event(PaymentRefunded, refund_id=command.refund_id, amount=command.amount,
+                refunded_total=current.refunded.add(command.amount))

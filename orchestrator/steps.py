@@ -1,0 +1,127 @@
+"""Building one decision: events are numbered, folded into the state as they are emitted, and the
+participant command the new state awaits is derived from that state.
+
+Every id here is derived from the payment id and the event seq or step attempt: no uuid4, no clock
+(`now` is an argument), so the same input always yields the same decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from orchestrator.ids import event_id
+from orchestrator.state import SagaState, SagaStateError, apply, command_id, hold_id, submission_id
+from payments.contracts.base import ParticipantCommand, SagaEvent
+from payments.contracts.events import FundsReleased, ParticipantCommandIssued, PaymentCancelled, PaymentFailed
+from payments.contracts.participants import (
+    FUNDS_COMMANDS,
+    PARTNER_COMMANDS,
+    RISK_COMMANDS,
+    AssessRisk,
+    CommitFunds,
+    QueryPartnerPayment,
+    ReleaseFunds,
+    ReserveFunds,
+    SubmitToPartner,
+)
+from payments.runtime.logic import Decision, Outgoing
+
+EVENTS: Final = "payments.events"
+E = TypeVar("E", bound=SagaEvent)
+
+
+@dataclass
+class Draft:
+    """A decision under construction for one payment."""
+
+    payment_id: str
+    state: SagaState | None
+    now: datetime
+    causation_id: str
+    outgoing: list[Outgoing] = field(default_factory=list)
+
+    @property
+    def current(self) -> SagaState:
+        if self.state is None:
+            raise SagaStateError(f"payment {self.payment_id} has no state yet")
+        return self.state
+
+    def event(self, cls: type[E], **fields: Any) -> E:
+        """Emit the next event of the payment and fold it into the state."""
+        seq = (self.state.seq if self.state is not None else 0) + 1
+        made = cls(event_id=event_id(self.payment_id, seq), payment_id=self.payment_id, seq=seq,
+                   occurred_at=self.now, causation_id=self.causation_id, **fields)
+        self.state = apply(self.state, made)
+        self.outgoing.append(Outgoing(EVENTS, self.payment_id, made))
+        return made
+
+    def send(self, destination: str, key: str, command: ParticipantCommand) -> None:
+        self.outgoing.append(Outgoing(destination, key, command))
+
+    def send_awaited(self) -> None:
+        """Issue the participant command whose reply the state now awaits (first attempt or retry)."""
+        state = self.current
+        awaiting = state.awaiting
+        assert awaiting is not None, "nothing is awaited"
+        terms = state.require_terms()
+        common: dict[str, Any] = {"payment_id": self.payment_id, "command_id": awaiting.command_id,
+                                  "issued_at": self.now}
+        match awaiting.step:
+            case "RISK":
+                self.send(RISK_COMMANDS, self.payment_id, AssessRisk(
+                    **common, payer_account=terms.payer_account, payee_account=terms.payee_account,
+                    amount=terms.amount))
+            case "FUNDS_RESERVE":  # the funds participant keys its state by account
+                self.send(FUNDS_COMMANDS, terms.payer_account, ReserveFunds(
+                    **common, account=terms.payer_account, amount=terms.amount, hold_id=hold_id(self.payment_id)))
+            case "FUNDS_COMMIT":
+                self.send(FUNDS_COMMANDS, terms.payer_account, CommitFunds(
+                    **common, account=terms.payer_account, hold_id=hold_id(self.payment_id),
+                    payee_account=terms.payee_account))
+            case "FUNDS_RELEASE":
+                self.send(FUNDS_COMMANDS, terms.payer_account, ReleaseFunds(
+                    **common, account=terms.payer_account, hold_id=hold_id(self.payment_id)))
+            case "PARTNER_SUBMIT":
+                self.send(PARTNER_COMMANDS, self.payment_id, SubmitToPartner(
+                    **common, partner=terms.partner, submission_id=submission_id(self.payment_id),
+                    amount=terms.amount, payer_account=terms.payer_account, payee_account=terms.payee_account))
+            case "PARTNER_QUERY":
+                self.send(PARTNER_COMMANDS, self.payment_id, QueryPartnerPayment(
+                    **common, partner=terms.partner, submission_id=submission_id(self.payment_id)))
+
+    def decision(self) -> Decision[SagaState]:
+        return Decision(self.state, tuple(self.outgoing))
+
+
+# -- steps shared by commands, replies and timers ------------------------------------------------
+
+
+def issue(draft: Draft, step: str, attempt: int, reason: str, detail: str = "") -> None:
+    """Record and send a participant command no other event implies (retry, query, compensation)."""
+    state = draft.current
+    cid = command_id(state.payment_id, step, attempt, state.submit_attempt)  # type: ignore[arg-type]
+    draft.event(ParticipantCommandIssued, step=step, attempt=attempt, command_id=cid, reason=reason, detail=detail)
+    draft.send_awaited()
+
+
+def start_release(draft: Draft, reason: str, detail: str) -> None:
+    """Compensate: release the hold (sent even when the reservation's outcome is unknown; the funds
+    participant processes an account's commands in order, so a late reservation is released too)."""
+    issue(draft, "FUNDS_RELEASE", 1, reason, detail)
+
+
+def finish_release(draft: Draft, outcome: str) -> None:
+    """The release is done (or the hold was unknown): record it and end the payment as planned."""
+    state = draft.current
+    after = state.after_release
+    assert after is not None, "a release without a planned outcome"
+    terms = state.require_terms()
+    if state.funds_reserved and not state.funds_released:
+        draft.event(FundsReleased, hold_id=hold_id(state.payment_id), amount=terms.amount,
+                    reason=after.reason_code if outcome == "RELEASED" else f"{after.reason_code}; hold {outcome}")
+    if after.outcome == "CANCELLED":
+        draft.event(PaymentCancelled, reason=after.detail)
+    else:
+        draft.event(PaymentFailed, stage=after.stage, reason_code=after.reason_code, detail=after.detail)
