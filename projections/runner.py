@@ -3,21 +3,28 @@
 A checkpoint is, in order:
   1. consume up to `batch_records_max` records (read_committed: aborted transactions never arrive);
   2. open ONE PostgreSQL transaction;
-  3. per record: decode (failure -> a row in projection_dead_letters with the original bytes), then
-     `projection.apply` (idempotent per event id, so a replayed record is a no-op);
-  4. upsert the next offset to read for every partition in the batch into projection_offsets;
-  5. commit. Kafka's own group offsets are never committed: PostgreSQL is the only position of record.
+  3. lock this projection's rows of projection_offsets and check they still hold the positions this
+     runner last stored or loaded; if not (a replay was swapped in, or another instance wrote), roll
+     back, seek to the stored offsets and drop the batch: it is consumed again from there;
+  4. per record: decode (failure -> a row in projection_dead_letters with the original bytes); then
+     the decoded messages go to `projection.apply_batch` in one call when the projection has it
+     (bounded statements per batch, executemany is pipelined), else to `projection.apply` one by
+     one; both are idempotent per event id, so a replayed record is a no-op;
+  5. upsert the next offset to read for every partition in the batch into projection_offsets;
+  6. commit. Kafka's own group offsets are never committed: PostgreSQL is the only position of record.
 On start and on every assignment the consumer seeks to the offsets stored in PostgreSQL. If the
 database transaction fails, it rolls back and the consumer is rewound to the stored offsets, so the
-batch is applied again from scratch after a bounded, growing pause.
+batch is applied again from scratch after a bounded, growing pause. A batch is bounded by
+`batch_records_max` records and its latency by `poll_timeout_ms`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import psycopg
 import structlog
@@ -52,6 +59,14 @@ class Projection(Protocol):
     def apply(self, cur: psycopg.Cursor[tuple[object, ...]], message: Message, meta: RecordMeta) -> None: ...
 
 
+@runtime_checkable
+class BatchProjection(Projection, Protocol):
+    """A projection that applies a whole batch of decoded records at once (in record order)."""
+
+    def apply_batch(self, cur: psycopg.Cursor[tuple[object, ...]],
+                    items: Sequence[tuple[Message, RecordMeta]]) -> None: ...
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     batch_records_max: int = 1000
@@ -70,6 +85,8 @@ class ProjectionRunner:
         self._topics = topics
         self._conn = psycopg.connect(database_url)
         self._log = log.bind(projection=projection.name)
+        # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
+        self._positions: dict[tuple[str, int], int | None] = {}
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": topics.group(f"projection-{projection.name}"),
@@ -95,6 +112,10 @@ class ProjectionRunner:
             self._checkpoint(records)
         return len(records)
 
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Assign partitions directly (no group membership, e.g. a replay), starting at the stored offsets."""
+        self._on_assign(self.consumer, partitions)
+
     def close(self) -> None:
         try:
             self.consumer.close()
@@ -108,6 +129,10 @@ class ProjectionRunner:
             try:
                 self._apply_batch(records)
                 return
+            except _PositionMoved as moved:
+                self._log.warning("projection_positions_moved", detail=str(moved))
+                self._seek_to_stored(self.consumer.assignment())
+                return
             except psycopg.OperationalError as error:  # connection lost, server restarting: transient
                 self._log.warning("projection_batch_retry", attempt=attempt, error=str(error))
                 time.sleep(min(0.1 * 2**attempt, self.config.db_retry_backoff_max_s))
@@ -118,20 +143,43 @@ class ProjectionRunner:
 
     def _apply_batch(self, records: list[KafkaRecord]) -> None:
         positions: dict[tuple[str, int], int] = {}
+        decoded: list[tuple[Message, RecordMeta]] = []
+        batch = isinstance(self.projection, BatchProjection)
         with self._conn.transaction(), self._conn.cursor() as cur:
+            self._check_positions(cur, {(r.topic(), r.partition()) for r in records})  # type: ignore[misc]
             for record in records:
                 topic, partition, offset = record.topic(), record.partition(), record.offset()
                 assert topic is not None and partition is not None and offset is not None
-                self._apply_one(cur, record, RecordMeta(topic, partition, offset, record.timestamp()[1]))
+                meta = RecordMeta(topic, partition, offset, record.timestamp()[1])
+                message = self._decode(cur, record, meta)
+                if message is not None and batch:
+                    decoded.append((message, meta))
+                elif message is not None:
+                    self.projection.apply(cur, message, meta)
                 positions[(topic, partition)] = offset + 1
+            if decoded:
+                assert isinstance(self.projection, BatchProjection)
+                self.projection.apply_batch(cur, decoded)
             cur.executemany(
                 """INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
                    VALUES (%s, %s, %s, %s, now())
                    ON CONFLICT (projection, topic, partition)
                    DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()""",
                 [(self.projection.name, t, p, o) for (t, p), o in positions.items()])
+        self._positions.update(positions)
 
-    def _apply_one(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, meta: RecordMeta) -> None:
+    def _check_positions(self, cur: psycopg.Cursor[tuple[object, ...]], partitions: set[tuple[str, int]]) -> None:
+        cur.execute("""SELECT topic, partition, next_offset FROM projection_offsets
+                       WHERE projection = %s ORDER BY topic, partition FOR UPDATE""", (self.projection.name,))
+        stored = {(str(t), int(p)): int(o) for t, p, o in cur.fetchall()}  # type: ignore[call-overload]
+        moved = {tp: (self._positions.get(tp), stored.get(tp)) for tp in partitions
+                 if self._positions.get(tp) != stored.get(tp)}
+        if moved:
+            raise _PositionMoved(f"expected/stored next offsets differ: {moved}")
+
+    def _decode(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord,
+                meta: RecordMeta) -> Message | None:
+        """The record's message, or None after writing it to projection_dead_letters."""
         value = record.value()
         try:
             if value is None:
@@ -150,8 +198,8 @@ class ProjectionRunner:
                    ON CONFLICT (projection, topic, partition, "offset") DO NOTHING""",
                 (self.projection.name, meta.topic, meta.partition, meta.offset, record.key(), value,
                  Jsonb(headers), error_class, str(error)))
-            return
-        self.projection.apply(cur, message, meta)
+            return None
+        return message
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -159,6 +207,7 @@ class ProjectionRunner:
         stored = self._stored_offsets()
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+            self._positions[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition))
         consumer.assign(partitions)
         self._log.info("projection_assigned",
                        partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
@@ -166,6 +215,7 @@ class ProjectionRunner:
     def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         stored = self._stored_offsets()
         for tp in partitions:
+            self._positions[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition))
             self.consumer.seek(TopicPartition(tp.topic, tp.partition,
                                               stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)))
 
@@ -193,6 +243,10 @@ class ProjectionRunner:
         if error.code() != KafkaError._PARTITION_EOF:
             self._log.warning("consumer_error", error=str(error))
         return False
+
+
+class _PositionMoved(Exception):
+    """The stored offsets are not the ones this runner last saw: someone else moved them."""
 
 
 class _Unusable(Exception):

@@ -11,12 +11,16 @@ from payments.observability import configure_logging
 from payments.runtime.service import install_signal_handlers, run_until_stopped
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
+from projections.ledger import LedgerProjection
 from projections.migrate import migrate
+from projections.report import SettlementReportProjection
 from projections.runner import Projection, ProjectionRunner, RunnerConfig
 from projections.status import PaymentStatusProjection
 
 PROJECTIONS: dict[str, type[Projection]] = {
     "payment_status": PaymentStatusProjection,
+    "ledger": LedgerProjection,
+    "settlement_report": SettlementReportProjection,
 }
 
 
