@@ -102,6 +102,18 @@ class _Recorded:
     day: str  # ISO date of the partner's booking day (UTC)
 
 
+SCENARIO_PREFIXES: Final = {"acc-sim-decline": "decline", "acc-sim-timeout": "timeout"}
+
+
+def scenario_of(payee: str) -> str | None:
+    """A forced outcome for demo and test payees: `acc-sim-decline*` is always declined,
+    `acc-sim-timeout*` is accepted but the gateway hears a timeout (a later query says ACCEPTED)."""
+    for prefix, scenario in SCENARIO_PREFIXES.items():
+        if payee.startswith(prefix):
+            return scenario
+    return None
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -135,10 +147,12 @@ class SimulatedPartner:
             if recorded is not None:
                 return SubmissionOutcome(recorded.status, recorded.partner_reference, recorded.reason_code)
             draw = rng.random()
-            declined = draw < self.config.decline_rate
-            errored = not declined and draw < self.config.decline_rate + self.config.error_rate
-            timed_out = (not declined and not errored
-                         and draw < self.config.decline_rate + self.config.error_rate + self.config.timeout_rate)
+            scenario = scenario_of(payee)
+            declined = scenario == "decline" or (scenario is None and draw < self.config.decline_rate)
+            errored = scenario is None and not declined and draw < self.config.decline_rate + self.config.error_rate
+            timed_out = scenario == "timeout" or (
+                scenario is None and not declined and not errored
+                and draw < self.config.decline_rate + self.config.error_rate + self.config.timeout_rate)
             if errored:
                 self._errors[submission_id] = attempt + 1
                 self._append({"kind": "error", "submission_id": submission_id, "attempt": attempt})
