@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from payments.contracts.messages import Message, PaymentInitiated
+from payments.contracts.messages import Message, PaymentInitiated, PaymentRejected
 from projections.runner import RecordMeta
 
 # Terminal and intermediate statuses each event moves a payment to; an event not listed only
@@ -62,7 +62,17 @@ class PaymentStatusProjection:
         if status is None:
             return
         reason = data.get("reason_code")
-        # Upsert: a rejection may concern a payment that was never initiated.
+        if isinstance(message, PaymentRejected):
+            # A rejection never changes a live payment (a late cancel, a reused idempotency key): it
+            # only creates the row of a payment refused at intake. A command for a payment that does
+            # not exist yet (UNKNOWN_PAYMENT) stays on the timeline only.
+            if message.reason_code != "UNKNOWN_PAYMENT":
+                cur.execute(
+                    """INSERT INTO payment_status (payment_id, status, last_seq, last_event_type, reason_code,
+                           created_at, updated_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (payment_id) DO NOTHING""",
+                    (payment_id, status, seq, event_type, reason, occurred_at, occurred_at))
+            return
         cur.execute(
             """INSERT INTO payment_status (payment_id, status, last_seq, last_event_type, reason_code,
                    created_at, updated_at)
