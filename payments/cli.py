@@ -50,6 +50,12 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from projections.replay import main as replay
+
+    return replay(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from payments.demo import main as demo
 
@@ -79,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the read-model database")
     db.add_argument("action", choices=["migrate"])
     db.set_defaults(handler=_db)
+
+    replay = commands.add_parser("replay", help="rebuild a projection from offset zero, verify, swap it in")
+    replay.add_argument("projection", help="ledger or settlement_report")
+    replay.add_argument("--until", metavar="ISO_TIMESTAMP",
+                        help="rebuild the state as of this time into schema asof_<projection>_<ts>; no swap")
+    replay.add_argument("--no-swap", action="store_true", help="rebuild and verify only; print the schema")
+    replay.add_argument("--swap-in", metavar="SCHEMA",
+                        help="swap an earlier rebuilt or retired schema in (rollback); no rebuild")
+    replay.set_defaults(handler=_replay)
     return parser
 
 

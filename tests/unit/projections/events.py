@@ -10,6 +10,7 @@ from payments.contracts.messages import (
     FundsCommitted,
     FundsReleased,
     FundsReserved,
+    Message,
     PaymentInitiated,
     PaymentRefunded,
     PaymentSettled,
@@ -66,3 +67,20 @@ def settlement(payment_id: str, amount: int = 1000, currency: str = "EUR", partn
                            amount=Money(amount_minor=amount, currency=currency), payer_account="alice",
                            payee_account="bob", partner=partner, partner_reference=f"ref-{payment_id}",
                            kind=kind, refund_id=str(uuid.uuid4()) if kind == "REFUND" else None)
+
+
+def lifecycle(index: int, currencies: tuple[str, ...] = ("EUR", "USD", "JPY")) -> list[Message]:
+    """One payment's saga events, varied by `index`: settled, settled then partly refunded, or released."""
+    payment_id = str(uuid.uuid4())
+    currency = currencies[index % len(currencies)]
+    amount = 100 + index
+    payer, payee, partner = f"payer-{index % 7}", f"payee-{index % 5}", ("simbank", "bank2")[index % 2]
+    events: list[Message] = [initiated(payment_id, amount, currency, payer, payee, partner),
+                             reserved(payment_id, amount, currency)]
+    if index % 4 == 3:
+        return [*events, released(payment_id, amount, currency)]
+    events += [committed(payment_id, amount, currency),
+               settled(payment_id, amount, currency, payer, payee, partner)]
+    if index % 4 == 2:
+        events.append(refunded(payment_id, amount // 2, currency))
+    return events
