@@ -143,7 +143,7 @@ def topic_bounds(bootstrap: str, topic_names: Iterable[str]) -> dict[tuple[str, 
 
 
 def new_schema_name(prefix: str, projection: str, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S_%f")
     return f"{prefix}_{projection}_{stamp}"
 
 
@@ -212,14 +212,18 @@ class Progress:
 
 def rebuild(runner: ProjectionRunner, bounds: dict[tuple[str, int], tuple[int, int]], config: ReplayConfig,
             out: TextIO) -> int:
-    """Run `runner` until every partition's position reaches its end offset; return records consumed."""
+    """Run `runner` until every partition's position reaches its end offset; return the records applied.
+
+    Progress counts offsets (transaction markers included, as the end offsets do); the result counts records.
+    """
     runner.assign([TopicPartition(t, p) for (t, p) in bounds])
     total = sum(end - start for start, end in bounds.values())
     progress = Progress(total, out, config.progress_interval_s)
-    done, last_progress = 0, time.monotonic()
+    records, last_progress = 0, time.monotonic()
     while True:
         # Every record a step consumed is committed to PostgreSQL when it returns.
         consumed = runner.step()
+        records += consumed
         positions = {(tp.topic, tp.partition): tp.offset
                      for tp in runner.consumer.position([TopicPartition(t, p) for (t, p) in bounds])}
         done = sum(max(positions[key], start) - start if positions[key] >= 0 else 0
@@ -228,7 +232,7 @@ def rebuild(runner: ProjectionRunner, bounds: dict[tuple[str, int], tuple[int, i
         remaining = [key for key, (start, end) in bounds.items() if end > start and positions[key] < end]
         if not remaining:
             progress.show(total, final=True)
-            return done
+            return records
         if consumed:
             last_progress = time.monotonic()
         elif time.monotonic() - last_progress > config.stall_timeout_s:
