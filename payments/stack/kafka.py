@@ -136,10 +136,10 @@ class KafkaNode:
             subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                             "--ignore-formatted"],
                            check=True, capture_output=True, timeout=120)
-        self._handle.spawn([*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)], log=self.home / "kafka.log")
+        child = self._handle.spawn([*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)], log=self.home / "kafka.log")
         try:
             wait_until(self._answers, START_TIMEOUT_S, "Kafka to answer metadata requests",
-                       abort_if=lambda: not self.is_running())
+                       abort_if=lambda: child.poll() is not None)
         except StackError as error:
             raise StackError(f"{error}; see {self.home / 'kafka.log'}:\n{self._log_tail()}") from error
 

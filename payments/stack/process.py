@@ -82,12 +82,15 @@ class ProcessHandle:
             return None
         return None
 
-    def spawn(self, argv: list[str], log: Path) -> None:
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start the process; the caller polls the returned handle while it starts up (until `exec`
+        completes the child's command line is still ours, so `alive()` cannot tell yet)."""
         with open(log, "ab") as out:
             # A new session: the node outlives the command that started it and ignores its Ctrl-C.
             child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.pid_file.write_text(f"{child.pid}\n")
+        return child
 
     def terminate(self, timeout_s: float) -> None:
         process = self.alive()
