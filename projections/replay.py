@@ -35,9 +35,9 @@ from typing import Protocol, TextIO
 
 import psycopg
 from confluent_kafka import Consumer, IsolationLevel, TopicPartition
-from confluent_kafka.admin import (
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported without __all__
     AdminClient,
-    OffsetSpec,  # type: ignore[attr-defined]  # re-exported without __all__
+    OffsetSpec,
 )
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
