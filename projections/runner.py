@@ -95,6 +95,8 @@ class ProjectionRunner:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "max.poll.interval.ms": 120_000,
+            # A crashed runner's partitions move to a live one after this long (the 45 s default is slow).
+            "session.timeout.ms": 10_000,
         })
 
     def run(self, stop: threading.Event) -> None:
