@@ -18,30 +18,51 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
+from psycopg import sql
 
 from payments.config import Settings
 from payments.contracts.codec import serde_from_env
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
-from payments.money import Money
+from payments.money import Money, is_known_currency
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
 from payments.stack import LocalStack, stack_home
 from payments.supervisor import ServiceProcess
 from projections.migrate import migrate
 
-SERVICES: list[list[str]] = [["orchestrator"], ["projection", "payment_status"]]
-WAIT_TIMEOUT_S = 120
-SAMPLES = [
-    ("acc-alice", "acc-bob", "12.50", "EUR"),
-    ("acc-alice", "acc-carol", "1999.99", "EUR"),
-    ("acc-dave", "acc-erin", "4300", "JPY"),
-    ("acc-frank", "acc-grace", "12.345", "BHD"),
-    ("acc-heidi", "acc-ivan", "250.00", "USD"),
-    ("acc-judy", "acc-mallory", "75.10", "GBP"),
-    ("acc-bob", "acc-alice", "0.99", "EUR"),
-    ("acc-carol", "acc-dave", "100000", "KRW"),
+SERVICES: list[list[str]] = [
+    ["orchestrator"], ["risk"], ["funds"], ["partner"], ["settlement"],
+    ["projection", "payment_status"], ["projection", "ledger"], ["projection", "settlement_report"],
 ]
+# The demo is deterministic: ordinary payees are accepted by the simulated partner, and the
+# `acc-sim-*` payees force a decline or a lost reply (see docs/participants.md). Saga timers run 50x faster.
+DEMO_ENV = {"PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
+            "PAYMENTS_PARTNER_ERROR_RATE": "0", "PAYMENTS_SAGA_TIME_SCALE": "0.02"}
+TERMINAL = {"SETTLED", "FAILED", "CANCELLED", "REJECTED", "REFUNDED", "COMPENSATION_FAILED"}
+WAIT_TIMEOUT_S = 120
+SAMPLES = [  # payer, payee, amount, currency: what should happen
+    ("acc-alice", "acc-bob", "12.50", "EUR"),            # settles
+    ("acc-dave", "acc-erin", "4300", "JPY"),             # settles, 0 decimals
+    ("acc-frank", "acc-grace", "12.345", "BHD"),         # settles, 3 decimals
+    ("acc-heidi", "acc-ivan", "250.00", "USD"),          # settles
+    ("acc-judy", "acc-sim-timeout-1", "75.10", "GBP"),   # partner reply lost: queried, then settles
+    ("acc-alice", "acc-sim-decline-1", "19.99", "EUR"),  # partner declines: funds released, fails
+    ("acc-poor", "acc-bob", "500.00", "EUR"),            # insufficient funds: fails
+    ("acc-blocked", "acc-bob", "5.00", "EUR"),           # risk declines: fails
+    ("acc-carol", "acc-carol", "1.00", "EUR"),           # payer = payee: rejected at intake
+    ("acc-bob", "acc-alice", "1000", "XTS"),             # unknown currency: rejected at intake
+]
+
+
+def _amount(text: str, currency: str) -> Money:
+    # An unknown currency cannot be parsed as a decimal: it is given in minor units, to be rejected.
+    return Money.parse(text, currency) if is_known_currency(currency) else Money.of(int(text), currency)
+
+
+def _show(money: Money) -> str:
+    known = is_known_currency(money.currency)
+    return money.format() if known else f"{money.amount_minor} {money.currency} (minor)"
 
 
 def sample_commands() -> list[InitiatePayment]:
@@ -51,7 +72,7 @@ def sample_commands() -> list[InitiatePayment]:
         payment_id = str(uuid.uuid4())
         commands.append(InitiatePayment(
             command_id=str(uuid.uuid4()), idempotency_key=f"demo-{payment_id}", payment_id=payment_id,
-            payer_account=payer, payee_account=payee, amount=Money.parse(amount, currency), partner="simbank",
+            payer_account=payer, payee_account=payee, amount=_amount(amount, currency), partner="simbank",
             reference="demo", requested_at=now))
     return commands
 
@@ -69,10 +90,38 @@ def publish(settings: Settings, topics: Topics, commands: list[InitiatePayment])
 
 
 def outcomes(database_url: str, payment_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Terminal outcomes from the payment-status read model."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT payment_id, status, reason_code FROM payment_status WHERE payment_id = ANY(%s)",
                             (payment_ids,)).fetchall()
-    return {str(pid): (str(status), reason) for pid, status, reason in rows}
+    return {str(pid): (str(status), reason) for pid, status, reason in rows if status in TERMINAL}
+
+
+def ledger_summary(database_url: str, payment_ids: list[str]) -> str:
+    """Journal entries of the demo's payments and whether each balances per currency."""
+    with psycopg.connect(database_url) as conn:
+        entries = conn.execute("SELECT count(*) FROM journal_entries WHERE payment_id = ANY(%s)",
+                               (payment_ids,)).fetchone()
+        unbalanced = conn.execute(
+            """SELECT count(*) FROM (SELECT p.entry_id FROM postings p JOIN journal_entries e USING (entry_id)
+                                    WHERE e.payment_id = ANY(%s) GROUP BY p.entry_id, p.currency
+                                    HAVING sum(p.amount_minor) <> 0) AS bad""", (payment_ids,)).fetchone()
+        report = conn.execute("SELECT day, currency, partner, settled_count, settled_minor FROM settlement_report "
+                              "ORDER BY day DESC, currency LIMIT 10").fetchall()
+    assert entries is not None and unbalanced is not None
+    lines = [f"ledger: {entries[0]} journal entries for these payments, {unbalanced[0]} unbalanced"]
+    lines += [f"settlement report {day} {currency} {partner}: {count} settled, {Money.of(total, currency).format()}"
+              for day, currency, partner, count, total in report]
+    return "\n".join(lines)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """A new database for this run's read models; earlier demo databases are dropped."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for (old,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'demo%'").fetchall():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(old)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def main() -> int:
@@ -80,13 +129,16 @@ def main() -> int:
     was_running = stack.kafka.is_running() and stack.postgres.is_running()
     print("starting the local stack (Kafka KRaft + PostgreSQL)...", flush=True)
     stack.up()
+    run = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
     settings = Settings.from_env()
-    topics = Topics(prefix=f"demo-{datetime.now(UTC):%Y%m%d%H%M%S}.")
+    topics = Topics(prefix=f"{run}.")
     ensure_topics(settings.bootstrap_servers, all_topics(topics))
-    migrate(settings.database_url)
+    database_url = fresh_database(settings.database_url, run)
+    migrate(database_url)
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": settings.database_url,
-           "PAYMENTS_TOPIC_PREFIX": topics.prefix}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
+           "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
+           **DEMO_ENV}
     services = [ServiceProcess(args, log_dir=log_dir, env=env).start() for args in SERVICES]
     code = 1
     try:
@@ -98,19 +150,22 @@ def main() -> int:
         seen: dict[str, tuple[str, str | None]] = {}
         while time.monotonic() - started < WAIT_TIMEOUT_S and len(seen) < len(ids):
             time.sleep(0.5)
-            seen = outcomes(settings.database_url, ids)
+            seen = outcomes(database_url, ids)
             dead = [s.args for s in services if not s.alive()]
             if dead:
                 print(f"services exited early: {dead}; logs in {log_dir}", file=sys.stderr)
                 break
         elapsed = time.monotonic() - started
-        print(f"\n{'payment':38} {'amount':>16}  {'payer -> payee':24} status")
+        print(f"\n{'payment':38} {'amount':>16}  {'payer -> payee':34} status")
         for command in commands:
             status, reason = seen.get(command.payment_id, ("NO OUTCOME YET", None))
             route = f"{command.payer_account} -> {command.payee_account}"
-            print(f"{command.payment_id:38} {command.amount.format():>16}  {route:24} {status}"
+            print(f"{command.payment_id:38} {_show(command.amount):>16}  {route:34} {status}"
                   + (f" ({reason})" if reason else ""))
         print(f"\n{len(seen)}/{len(ids)} payments have an outcome after {elapsed:.1f}s; service logs: {log_dir}")
+        time.sleep(2)  # let the ledger and report projections catch up with the last events
+        print(ledger_summary(database_url, ids))
+        print(f"read models of this run: {database_url}")
         code = 0 if len(seen) == len(ids) else 1
     finally:
         for service in services:
