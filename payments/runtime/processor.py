@@ -6,7 +6,8 @@ unique per live instance.
 
 A checkpoint (one Kafka transaction) is, in order:
   1. begin the transaction;
-  2. for each consumed record: decode and validate it (bad input -> a dead-letter record), call the
+  2. for each consumed record (until `batch_time_budget_ms` is spent; the rest is read again after the
+     commit): decode and validate it (bad input -> a dead-letter record), call the
      pure `decide`, produce its outgoing messages;
   3. fire due timers through the pure `fire_timers`, produce their messages;
   4. produce one snapshot per changed key to the compacted changelog (tombstone when deleted);
@@ -51,6 +52,9 @@ class ProcessorConfig:
     batch_records_max: int = 500
     poll_timeout_ms: int = 100
     transaction_timeout_ms: int = 10_000  # bounds how long a crashed instance's open transaction blocks readers
+    # A batch stops taking records once this much time went into it (a slow partner call, say): the rest
+    # is read again after the commit. Keeps every transaction well inside transaction_timeout_ms.
+    batch_time_budget_ms: int = 4_000
     call_timeout_s: float = 30.0
     retriable_attempts_max: int = 10
     record_bytes_max: int = 512 * 1024
@@ -155,9 +159,15 @@ class Processor(Generic[S]):
 
     def _checkpoint(self, records: list[Message], due: list[tuple[int, str]], now: datetime) -> None:
         pending: _Pending[S] = _Pending(states={})
+        started = time.monotonic()
         try:
             self.producer.begin_transaction()
-            for record in records:
+            for index, record in enumerate(records):
+                if index and (time.monotonic() - started) * 1000 > self.config.batch_time_budget_ms:
+                    self._log.info("batch_cut_short", processed=index, left=len(records) - index)
+                    self._seek_to_first(records[index:])
+                    records = records[:index]
+                    break
                 self._handle_record(record, pending, now)
             for partition, key in due:
                 self._handle_timer(partition, key, pending, now)
@@ -312,6 +322,16 @@ class Processor(Generic[S]):
             assert topic is not None and partition is not None and offset is not None
             last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
         return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+    def _seek_to_first(self, unprocessed: list[Message]) -> None:
+        """Make the consumer return `unprocessed` again: seek each partition to its first such offset."""
+        first: dict[tuple[str, int], int] = {}
+        for record in unprocessed:
+            topic, partition, offset = record.topic(), record.partition(), record.offset()
+            assert topic is not None and partition is not None and offset is not None
+            first.setdefault((topic, partition), offset)
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
 
     def _rewind(self) -> None:
         """After an abort: read again from the last committed position of every assigned partition."""

@@ -58,7 +58,8 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
 
 
 def processor_config_from_env() -> ProcessorConfig:
-    return ProcessorConfig(batch_records_max=int(os.environ.get("PAYMENTS_BATCH_MAX", "500")))
+    return ProcessorConfig(batch_records_max=int(os.environ.get("PAYMENTS_BATCH_MAX", "500")),
+                           batch_time_budget_ms=int(os.environ.get("PAYMENTS_BATCH_BUDGET_MS", "4000")))
 
 
 def serve(logic_factory: Callable[[], Logic[S]], name: str) -> int:
