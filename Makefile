@@ -54,6 +54,9 @@ stack-down: $(STAMP) ## Stop the local stack
 soak: $(STAMP) ## Long crash/restart chaos run (not part of make test)
 	$(BIN)/pytest -q -m soak $(PYTEST_ARGS)
 
+bench: $(STAMP) ## End-to-end throughput and latency on the local stack (prints figures)
+	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-2000}
+
 clean: ## Remove the virtual env, caches and local stack data
 	-$(BIN)/payments stack down
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,91 @@
+"""End-to-end throughput: N payments through every service on one machine, measured from the log.
+
+Prints payments/s (first PaymentInitiated to last terminal event) and the initiated->settled latency
+percentiles, taken from the events' own timestamps. Figures only: nothing here asserts a speed.
+
+    .venv/bin/python benchmarks/e2e_throughput.py --payments 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from payments.config import Settings
+from payments.contracts.codec import SingleObjectSerde
+from payments.contracts.envelope import build_headers
+from payments.contracts.messages import InitiatePayment, PaymentFailed, PaymentInitiated, PaymentSettled
+from payments.money import Money
+from payments.runtime.topics import Topics, ensure_topics
+from payments.runtime.topology import all_topics
+from payments.stack import LocalStack, stack_home
+from payments.supervisor import ServiceProcess
+from tests.support import decode_all, read_all
+
+PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--payments", type=int, default=1000)
+    parser.add_argument("--timeout-s", type=float, default=600)
+    args = parser.parse_args()
+    LocalStack(stack_home()).up()
+    settings = Settings.from_env()
+    topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
+    ensure_topics(settings.bootstrap_servers, all_topics(topics))
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": settings.database_url,
+           "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": "1",
+           "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
+           "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
+    services = [ServiceProcess([name], log_dir=log_dir, env=env).start()
+                for name in ("orchestrator", "risk", "funds", "partner")]
+    serde = SingleObjectSerde()
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
+                         "linger.ms": 5})
+    try:
+        for i in range(args.payments):
+            payment_id = str(uuid.uuid4())
+            command = InitiatePayment(
+                command_id=str(uuid.uuid4()), idempotency_key=f"bench-{payment_id}", payment_id=payment_id,
+                payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-erin", amount=Money.of(100 + i % 50, "EUR"),
+                partner="simbank", reference=None, requested_at=datetime.now(UTC))
+            producer.produce(topics.commands, key=payment_id.encode(), value=serde.encode(command),
+                             headers=build_headers(command, source="bench", traceparent=None))
+            producer.poll(0)
+        producer.flush(60)
+        deadline = time.monotonic() + args.timeout_s
+        while time.monotonic() < deadline:
+            events = decode_all(read_all(settings.bootstrap_servers, topics.events))
+            done = {e.payment_id for e in events if isinstance(e, PaymentSettled | PaymentFailed)}
+            print(f"\r{len(done)}/{args.payments} payments terminal", end="", flush=True)
+            if len(done) == args.payments:
+                break
+            time.sleep(2)
+        print()
+    finally:
+        for process in services:
+            process.stop()
+    initiated = {e.payment_id: e.occurred_at for e in events if isinstance(e, PaymentInitiated)}
+    settled = {e.payment_id: e.occurred_at for e in events if isinstance(e, PaymentSettled)}
+    first, last = min(initiated.values()), max([*settled.values(), *initiated.values()])
+    span_s = (last - first).total_seconds()
+    latencies_ms = sorted((settled[p] - initiated[p]).total_seconds() * 1000 for p in settled)
+    print(f"payments: {args.payments}, settled: {len(settled)}, span: {span_s:.1f}s, "
+          f"throughput: {len(settled) / span_s:.0f} payments/s (4 services, 1 instance each, 2 cores)")
+    cut = statistics.quantiles(latencies_ms, n=100)
+    print(f"initiated->settled latency ms: p50 {cut[49]:.0f}, p95 {cut[94]:.0f}, p99 {cut[98]:.0f}, "
+          f"max {latencies_ms[-1]:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
