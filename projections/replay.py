@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +52,7 @@ from payments.runtime.topics import Topics
 from projections.ledger import LedgerFold, LedgerProjection
 from projections.report import SettlementReportFold, SettlementReportProjection
 from projections.runner import BatchProjection, ProjectionRunner, RecordMeta, RunnerConfig
+from projections.status import PaymentStatusFold, PaymentStatusProjection
 
 Rows = dict[str, list[tuple[object, ...]]]
 Cursor = psycopg.Cursor[tuple[object, ...]]
@@ -95,6 +97,9 @@ SPECS: dict[str, ReplaySpec] = {
     "settlement_report": ReplaySpec(
         projection=SettlementReportProjection, fold=SettlementReportFold,
         migrations=("0003_settlement_report.sql",), tables=("settlement_report", "settlement_report_applied")),
+    "payment_status": ReplaySpec(
+        projection=PaymentStatusProjection, fold=PaymentStatusFold, migrations=("0004_payment_status.sql",),
+        tables=("payment_status", "payment_timeline")),
 }
 
 
@@ -285,8 +290,12 @@ def _decode(serde: Serde, record: object) -> Message | None:
 
 
 def _text(value: object) -> str:
+    """A column value as canonical text: timestamps in UTC, JSON (jsonb comes back as dict/list) with
+    sorted keys, so a row read from PostgreSQL and the same row from a fold give the same text."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return str(value)
 
 
