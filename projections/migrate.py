@@ -28,8 +28,8 @@ def available() -> list[tuple[int, str, str]]:
     return found
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply every pending migration; return the names applied."""
+def migrate(database_url: str, up_to: int | None = None) -> list[str]:
+    """Apply every pending migration (with `up_to`, only versions <= up_to); return the names applied."""
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
@@ -39,7 +39,7 @@ def migrate(database_url: str) -> list[str]:
                                 applied_at timestamptz NOT NULL DEFAULT now())""")
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for version, name, sql in available():
-                if version in done:
+                if version in done or (up_to is not None and version > up_to):
                     continue
                 with conn.transaction():
                     conn.execute(sql.encode())
