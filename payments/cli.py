@@ -51,6 +51,10 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.projection == "orchestrator":
+        from orchestrator.replay import main as replay_orchestrator
+
+        return replay_orchestrator(args)
     from projections.replay import main as replay
 
     return replay(args)
@@ -86,13 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["migrate"])
     db.set_defaults(handler=_db)
 
-    replay = commands.add_parser("replay", help="rebuild a projection from offset zero, verify, swap it in")
-    replay.add_argument("projection", help="ledger or settlement_report")
+    replay = commands.add_parser("replay", help="rebuild a projection from offset zero, verify, swap it in; "
+                                 "or the orchestrator's changelog from payments.events")
+    replay.add_argument("projection", help="payment_status, ledger, settlement_report, or orchestrator")
     replay.add_argument("--until", metavar="ISO_TIMESTAMP",
                         help="rebuild the state as of this time into schema asof_<projection>_<ts>; no swap")
     replay.add_argument("--no-swap", action="store_true", help="rebuild and verify only; print the schema")
     replay.add_argument("--swap-in", metavar="SCHEMA",
                         help="swap an earlier rebuilt or retired schema in (rollback); no rebuild")
+    replay.add_argument("--verify", action="store_true",
+                        help="orchestrator: compare the changelog with the fold of payments.events; write nothing")
+    replay.add_argument("--force", action="store_true",
+                        help="orchestrator: write even while the orchestrator's consumer group has members")
     replay.set_defaults(handler=_replay)
     return parser
 

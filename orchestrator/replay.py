@@ -1,0 +1,333 @@
+"""`payments replay orchestrator`: rebuild the orchestrator's changelog from `payments.events`.
+
+The saga state of a payment is nothing but the fold of its events (`orchestrator.state.fold`), so a
+lost or corrupted `<prefix>orchestrator.changelog` can be rebuilt from the event log. Run it with
+the orchestrator stopped (it refuses while the orchestrator's consumer group has members, unless
+`force`). In order:
+  1. capture the read_committed end offsets (last stable offset) of `payments.events`;
+  2. read the topic from offset zero up to them (read_committed: aborted transactions never count)
+     and fold each payment's events, in seq order, with `orchestrator.state.apply`; an event that
+     cannot follow the payment's state (a gap, a duplicate, an unknown type) is an error and
+     nothing is written;
+  3. read the live changelog to its end and compare (latest value per key, decoded) with the fold:
+     `missing` (no snapshot), `different`, `extra` (a snapshot of a payment without events), and
+     `misplaced` (on another partition than the payment's events);
+  4. unless `verify_only`: write every folded state (`OrchestratorLogic().encode_state`), plus a
+     tombstone per `extra` key, to the changelog in bounded batches, ONE Kafka transaction per batch.
+     A snapshot goes to the partition of the payment's events: every topic the orchestrator reads
+     and writes is co-partitioned (same partition count, keyed by payment id, murmur2 partitioner),
+     so that is the partition the processor itself snapshots to and restores from.
+A crash in step 4 leaves some batches committed: running the replay again is safe (a snapshot is the
+full state, compaction keeps the latest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal, TextIO
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported without __all__
+    AdminClient,
+    OffsetSpec,
+)
+
+from orchestrator.saga import OrchestratorLogic
+from orchestrator.state import SagaState, SagaStateError, apply
+from payments.contracts.base import SagaEvent
+from payments.contracts.codec import Serde
+from payments.contracts.errors import ContractError
+from payments.runtime.topics import Topics
+
+SERVICE = "orchestrator"
+EVENTS = "payments.events"
+DifferenceKind = Literal["missing", "different", "extra", "misplaced"]
+
+
+class OrchestratorReplayError(Exception):
+    """The replay cannot run or found events it cannot fold: nothing was written."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    payment_id: str
+    kind: DifferenceKind
+    folded: SagaState | None
+    live: SagaState | None
+
+    def describe(self) -> str:
+        if self.kind != "different" or self.folded is None or self.live is None:
+            return f"{self.payment_id}: {self.kind}"
+        folded, live = self.folded.model_dump(), self.live.model_dump()
+        fields = {k: (live.get(k), folded.get(k)) for k in folded.keys() | live.keys() if folded.get(k) != live.get(k)}
+        return f"{self.payment_id}: different (live, folded): {fields}"
+
+
+@dataclass
+class Folded:
+    """Each payment's folded state and the partition its events are on."""
+
+    states: dict[str, SagaState] = field(default_factory=dict)
+    partitions: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # payment id -> why its events cannot be folded
+
+
+@dataclass
+class OrchestratorReplayResult:
+    payments: int
+    events: int
+    differences: list[Difference]
+    read_s: float
+    write_s: float = 0.0
+    written: int = 0  # snapshots written (0 with verify_only)
+    tombstones: int = 0
+    transactions: int = 0
+
+    @property
+    def payments_per_s(self) -> float:
+        elapsed = self.read_s + self.write_s
+        return self.payments / elapsed if elapsed > 0 else 0.0
+
+
+# -- step 1 and 2: fold the events --------------------------------------------------------------
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The read_committed end offset (last stable offset) of every partition of `topic`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = sorted(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+    futures = admin.list_offsets({TopicPartition(topic, p): latest for p in partitions},
+                                 isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=30)
+    return {tp.partition: int(future.result().offset) for tp, future in futures.items()}
+
+
+def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 600.0,
+                out: TextIO | None = None) -> Folded:
+    """Read `topic` from offset zero to the end offsets captured now; fold every payment's events."""
+    ends = end_offsets(bootstrap, topic)
+    folded = Folded()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{SERVICE}-replay",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        open_partitions = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in open_partitions])
+        deadline, shown = time.monotonic() + timeout_s, time.monotonic()
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise OrchestratorReplayError(f"reading {topic} did not reach the end of {sorted(open_partitions)}")
+            for record in consumer.consume(2000, 0.5):
+                partition, offset = record.partition(), record.offset()
+                if record.error() is not None or partition is None or offset is None or offset >= ends[partition]:
+                    continue
+                _fold_record(folded, serde, partition, offset, record.value())
+            for tp in consumer.position([TopicPartition(topic, p) for p in open_partitions]):
+                if tp.offset >= ends[tp.partition]:
+                    open_partitions.discard(tp.partition)
+            if out is not None and time.monotonic() - shown > 0.5:
+                shown = time.monotonic()
+                out.write(f"\rread {folded.events} events of {len(folded.states)} payments")
+                out.flush()
+    finally:
+        consumer.close()
+    if out is not None:
+        out.write(f"\rread {folded.events} events of {len(folded.states)} payments\n")
+    return folded
+
+
+def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, value: bytes | None) -> None:
+    if value is None:
+        return
+    try:
+        event = serde.decode(value)
+    except ContractError as error:
+        folded.errors[f"<undecodable {partition}@{offset}>"] = str(error)
+        return
+    if not isinstance(event, SagaEvent):
+        return
+    folded.events += 1
+    payment_id = event.payment_id
+    if payment_id in folded.errors:
+        return
+    if folded.partitions.setdefault(payment_id, partition) != partition:
+        folded.errors[payment_id] = f"events on partitions {folded.partitions[payment_id]} and {partition}"
+        return
+    try:
+        folded.states[payment_id] = apply(folded.states.get(payment_id), event)
+    except SagaStateError as error:
+        folded.errors[payment_id] = f"{type(event).__name__}#{event.seq} at {partition}@{offset}: {error}"
+
+
+# -- step 3: the live changelog -----------------------------------------------------------------
+
+
+def read_changelog(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> dict[str, tuple[int, bytes | None]]:
+    """The latest committed value (None: a tombstone) and partition of every key of the changelog."""
+    latest: dict[str, tuple[int, bytes | None]] = {}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{SERVICE}-replay-verify",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        open_partitions, deadline = set(partitions), time.monotonic() + timeout_s
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise OrchestratorReplayError(f"reading {topic} did not reach the end of {sorted(open_partitions)}")
+            for record in consumer.consume(2000, 0.5):
+                error, partition, key = record.error(), record.partition(), record.key()
+                assert partition is not None
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(partition)
+                elif error is not None:
+                    raise OrchestratorReplayError(f"reading {topic}: {error}")
+                elif key is not None:
+                    latest[key.decode()] = (partition, record.value())
+    finally:
+        consumer.close()
+    return latest
+
+
+def live_states(bootstrap: str, topic: str) -> dict[str, tuple[int, SagaState]]:
+    """The changelog's current snapshot (partition, state) per payment; tombstoned keys are absent."""
+    logic = OrchestratorLogic()
+    return {key: (partition, logic.decode_state(value))
+            for key, (partition, value) in read_changelog(bootstrap, topic).items() if value is not None}
+
+
+def compare(folded: Folded, live: dict[str, tuple[int, SagaState]]) -> list[Difference]:
+    differences: list[Difference] = []
+    for payment_id in sorted(folded.states.keys() | live.keys()):
+        state = folded.states.get(payment_id)
+        partition, snapshot = live.get(payment_id, (None, None))
+        if state is None:
+            differences.append(Difference(payment_id, "extra", None, snapshot))
+        elif snapshot is None:
+            differences.append(Difference(payment_id, "missing", state, None))
+        elif snapshot != state:
+            differences.append(Difference(payment_id, "different", state, snapshot))
+        elif partition != folded.partitions[payment_id]:
+            differences.append(Difference(payment_id, "misplaced", state, snapshot))
+    return differences
+
+
+# -- step 4: write ------------------------------------------------------------------------------
+
+
+def write_snapshots(bootstrap: str, topic: str, records: list[tuple[int, str, bytes | None]], *,
+                    transactional_id: str, batch_size: int = 1000, timeout_s: float = 30.0) -> int:
+    """Produce (partition, key, value) records, `batch_size` per Kafka transaction; return the transactions."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
+                         "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 5})
+    producer.init_transactions(timeout_s)
+    transactions = 0
+    try:
+        for start in range(0, len(records), batch_size):
+            producer.begin_transaction()
+            for partition, key, value in records[start:start + batch_size]:
+                while True:
+                    try:
+                        producer.produce(topic, key=key.encode(), value=value, partition=partition)
+                        break
+                    except BufferError:  # local queue full: let librdkafka deliver first
+                        producer.poll(0.1)
+            producer.commit_transaction(timeout_s)
+            transactions += 1
+    except KafkaException:
+        producer.abort_transaction(timeout_s)
+        raise
+    return transactions
+
+
+def orchestrator_group_members(bootstrap: str, group: str) -> int:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return 0  # no such group yet
+    return len(description.members)
+
+
+def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool = False,
+                        force: bool = False, batch_size: int = 1000,
+                        out: TextIO = sys.stderr) -> OrchestratorReplayResult:
+    """Steps 1-4 of the module docstring."""
+    changelog = topics.changelog(SERVICE)
+    if not verify_only and not force:
+        members = orchestrator_group_members(bootstrap, topics.group(SERVICE))
+        if members:
+            raise OrchestratorReplayError(f"the orchestrator is running ({members} member(s) in group "
+                                          f"{topics.group(SERVICE)}); stop it first or pass --force")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    metadata = admin.list_topics(timeout=10).topics
+    counts = {name: len(metadata[name].partitions) for name in (topics.events, changelog) if name in metadata}
+    if changelog not in counts:
+        raise OrchestratorReplayError(f"topic {changelog} does not exist; create it first (any service start "
+                                      "creates every topic, or payments.runtime.topics.ensure_topics)")
+    if counts[changelog] != counts[topics.events]:
+        raise OrchestratorReplayError(f"{changelog} has {counts[changelog]} partitions, {topics.events} "
+                                      f"{counts[topics.events]}: co-partitioning requires equal counts")
+
+    started = time.monotonic()
+    folded = fold_events(bootstrap, topics.events, serde, out=out)
+    if folded.errors:
+        listed = "; ".join(f"{key}: {why}" for key, why in sorted(folded.errors.items())[:20])
+        raise OrchestratorReplayError(f"{len(folded.errors)} payment(s) cannot be folded, nothing written: {listed}")
+    live = live_states(bootstrap, changelog)
+    result = OrchestratorReplayResult(payments=len(folded.states), events=folded.events,
+                                      differences=compare(folded, live), read_s=time.monotonic() - started)
+    if verify_only:
+        return result
+
+    started = time.monotonic()
+    logic = OrchestratorLogic()
+    records: list[tuple[int, str, bytes | None]] = [
+        (folded.partitions[pid], pid, logic.encode_state(state)) for pid, state in folded.states.items()]
+    extra = [d.payment_id for d in result.differences if d.kind == "extra"]
+    records += [(live[pid][0], pid, None) for pid in extra]
+    # A snapshot left on another partition is superseded there by a tombstone.
+    records += [(live[d.payment_id][0], d.payment_id, None) for d in result.differences
+                if d.kind == "misplaced" or (d.kind == "different"
+                                             and live[d.payment_id][0] != folded.partitions[d.payment_id])]
+    result.transactions = write_snapshots(bootstrap, changelog, records,
+                                          transactional_id=f"{topics.group(SERVICE)}-replay", batch_size=batch_size)
+    result.written, result.tombstones = len(folded.states), len(records) - len(folded.states)
+    result.write_s = time.monotonic() - started
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    """`payments replay orchestrator [--verify] [--force]` (arguments from payments.cli)."""
+    from payments.config import Settings
+    from payments.contracts.codec import serde_from_env
+
+    settings = Settings.from_env()
+    try:
+        result = replay_orchestrator(bootstrap=settings.bootstrap_servers, topics=Topics(settings.topic_prefix),
+                                     serde=serde_from_env(), verify_only=args.verify, force=args.force)
+    except OrchestratorReplayError as error:
+        print(f"payments replay orchestrator: {error}", file=sys.stderr)
+        return 1
+    print(f"folded {result.events} events into {result.payments} saga states in {result.read_s:.1f}s")
+    for difference in result.differences[:50]:
+        print(f"  {difference.describe()}")
+    if len(result.differences) > 50:
+        print(f"  ... and {len(result.differences) - 50} more")
+    print(f"{len(result.differences)} difference(s) between the changelog and the fold")
+    if args.verify:
+        return 0 if not result.differences else 2
+    print(f"wrote {result.written} snapshots and {result.tombstones} tombstones in {result.transactions} "
+          f"transaction(s), {result.payments_per_s:,.0f} payments/s")
+    return 0
