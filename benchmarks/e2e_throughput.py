@@ -23,11 +23,11 @@ from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, PaymentFailed, PaymentInitiated, PaymentSettled
 from payments.money import Money
+from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
 from payments.stack import LocalStack, stack_home
 from payments.supervisor import ServiceProcess
-from tests.support import decode_all, read_all
 
 PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
 
@@ -64,7 +64,9 @@ def main() -> int:
         producer.flush(60)
         deadline = time.monotonic() + args.timeout_s
         while time.monotonic() < deadline:
-            events = decode_all(read_all(settings.bootstrap_servers, topics.events))
+            records = committed_records(settings.bootstrap_servers, partitions_of(settings.bootstrap_servers,
+                                                                                  [topics.events]))
+            events = [serde.decode(r.value()) for r in records if r.value() is not None]
             done = {e.payment_id for e in events if isinstance(e, PaymentSettled | PaymentFailed)}
             print(f"\r{len(done)}/{args.payments} payments terminal", end="", flush=True)
             if len(done) == args.payments:

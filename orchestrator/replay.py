@@ -29,25 +29,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    IsolationLevel,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported without __all__
-    AdminClient,
-    OffsetSpec,
-)
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from orchestrator.saga import OrchestratorLogic
 from orchestrator.state import SagaState, SagaStateError, apply
 from payments.contracts.base import SagaEvent
 from payments.contracts.codec import Serde
 from payments.contracts.errors import ContractError
+from payments.runtime.reader import ReadTimeoutError, committed_records, partitions_of
 from payments.runtime.topics import Topics
 
 SERVICE = "orchestrator"
@@ -104,44 +94,22 @@ class OrchestratorReplayResult:
 # -- step 1 and 2: fold the events --------------------------------------------------------------
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The read_committed end offset (last stable offset) of every partition of `topic`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    partitions = sorted(admin.list_topics(topic, timeout=10).topics[topic].partitions)
-    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
-    futures = admin.list_offsets({TopicPartition(topic, p): latest for p in partitions},
-                                 isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=30)
-    return {tp.partition: int(future.result().offset) for tp, future in futures.items()}
-
-
 def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 600.0,
                 out: TextIO | None = None) -> Folded:
     """Read `topic` from offset zero to the end offsets captured now; fold every payment's events."""
-    ends = end_offsets(bootstrap, topic)
     folded = Folded()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{SERVICE}-replay",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    shown = time.monotonic()
     try:
-        open_partitions = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in open_partitions])
-        deadline, shown = time.monotonic() + timeout_s, time.monotonic()
-        while open_partitions:
-            if time.monotonic() > deadline:
-                raise OrchestratorReplayError(f"reading {topic} did not reach the end of {sorted(open_partitions)}")
-            for record in consumer.consume(2000, 0.5):
-                partition, offset = record.partition(), record.offset()
-                if record.error() is not None or partition is None or offset is None or offset >= ends[partition]:
-                    continue
-                _fold_record(folded, serde, partition, offset, record.value())
-            for tp in consumer.position([TopicPartition(topic, p) for p in open_partitions]):
-                if tp.offset >= ends[tp.partition]:
-                    open_partitions.discard(tp.partition)
+        for record in committed_records(bootstrap, partitions_of(bootstrap, [topic]), timeout_s=timeout_s):
+            partition, offset = record.partition(), record.offset()
+            assert partition is not None and offset is not None
+            _fold_record(folded, serde, partition, offset, record.value())
             if out is not None and time.monotonic() - shown > 0.5:
                 shown = time.monotonic()
                 out.write(f"\rread {folded.events} events of {len(folded.states)} payments")
                 out.flush()
-    finally:
-        consumer.close()
+    except ReadTimeoutError as error:
+        raise OrchestratorReplayError(f"reading {topic}: {error}") from error
     if out is not None:
         out.write(f"\rread {folded.events} events of {len(folded.states)} payments\n")
     return folded
@@ -176,27 +144,14 @@ def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, valu
 def read_changelog(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> dict[str, tuple[int, bytes | None]]:
     """The latest committed value (None: a tombstone) and partition of every key of the changelog."""
     latest: dict[str, tuple[int, bytes | None]] = {}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{SERVICE}-replay-verify",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        open_partitions, deadline = set(partitions), time.monotonic() + timeout_s
-        while open_partitions:
-            if time.monotonic() > deadline:
-                raise OrchestratorReplayError(f"reading {topic} did not reach the end of {sorted(open_partitions)}")
-            for record in consumer.consume(2000, 0.5):
-                error, partition, key = record.error(), record.partition(), record.key()
-                assert partition is not None
-                if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                    open_partitions.discard(partition)
-                elif error is not None:
-                    raise OrchestratorReplayError(f"reading {topic}: {error}")
-                elif key is not None:
-                    latest[key.decode()] = (partition, record.value())
-    finally:
-        consumer.close()
+        for record in committed_records(bootstrap, partitions_of(bootstrap, [topic]), timeout_s=timeout_s):
+            key, partition = record.key(), record.partition()
+            assert partition is not None
+            if key is not None:
+                latest[key.decode()] = (partition, record.value())
+    except ReadTimeoutError as error:
+        raise OrchestratorReplayError(f"reading {topic}: {error}") from error
     return latest
 
 

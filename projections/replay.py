@@ -35,11 +35,7 @@ from importlib import resources
 from typing import Protocol, TextIO
 
 import psycopg
-from confluent_kafka import Consumer, IsolationLevel, TopicPartition
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported without __all__
-    AdminClient,
-    OffsetSpec,
-)
+from confluent_kafka import TopicPartition
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -47,6 +43,7 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
+from payments.runtime.reader import ReadTimeoutError, committed_records, end_offsets, partitions_of
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics
 from projections.ledger import LedgerFold, LedgerProjection
@@ -130,18 +127,10 @@ class ReplayResult:
 
 def topic_bounds(bootstrap: str, topic_names: Iterable[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """(start, end) offsets per partition; end is the read_committed end (last stable offset)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = list(topic_names)
-    metadata = admin.list_topics(timeout=10)
-    partitions = [TopicPartition(t, p) for t in names for p in sorted(metadata.topics[t].partitions)]
-    bounds: dict[tuple[str, int], list[int]] = {(tp.topic, tp.partition): [0, 0] for tp in partitions}
-    specs = (OffsetSpec.earliest(), OffsetSpec.latest())  # type: ignore[no-untyped-call]  # untyped in the stubs
-    for index, spec in enumerate(specs):
-        futures = admin.list_offsets({tp: spec for tp in partitions},
-                                     isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=30)
-        for tp, future in futures.items():
-            bounds[(tp.topic, tp.partition)][index] = int(future.result().offset)
-    return {key: (start, end) for key, (start, end) in bounds.items()}
+    partitions = partitions_of(bootstrap, topic_names)
+    starts = end_offsets(bootstrap, partitions, earliest=True)
+    ends = end_offsets(bootstrap, partitions)
+    return {tp: (starts[tp], ends[tp]) for tp in partitions}
 
 
 # -- step 2: schema -------------------------------------------------------------------------------
@@ -251,30 +240,18 @@ def fold_records(spec: ReplaySpec, bootstrap: str, bounds: dict[tuple[str, int],
                  *, until_ms: int | None, timeout_s: float = 300.0) -> Rows:
     """A fresh in-memory fold of the same committed records the rebuild read."""
     fold = spec.fold()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "replay-verify", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
+    records = committed_records(bootstrap, bounds, starts={tp: start for tp, (start, _) in bounds.items()},
+                                ends={tp: end for tp, (_, end) in bounds.items()}, timeout_s=timeout_s)
     try:
-        open_partitions = {key for key, (start, end) in bounds.items() if end > start}
-        consumer.assign([TopicPartition(t, p, bounds[(t, p)][0]) for (t, p) in open_partitions])
-        deadline = time.monotonic() + timeout_s
-        while open_partitions:
-            if time.monotonic() > deadline:
-                raise StalledError(f"verification read did not reach the end of {open_partitions}")
-            for record in consumer.consume(1000, 0.5):
-                if record.error() is not None:
-                    continue
-                topic, partition, offset = record.topic(), record.partition(), record.offset()
-                assert topic is not None and partition is not None and offset is not None
-                if offset < bounds[(topic, partition)][1]:
-                    meta = RecordMeta(topic, partition, offset, record.timestamp()[1])
-                    message = _decode(serde, record)
-                    if message is not None and (until_ms is None or meta.timestamp_ms <= until_ms):
-                        fold.apply(message, meta)
-            for tp in consumer.position([TopicPartition(t, p) for (t, p) in open_partitions]):
-                if tp.offset >= bounds[(tp.topic, tp.partition)][1]:
-                    open_partitions.discard((tp.topic, tp.partition))
-    finally:
-        consumer.close()
+        for record in records:
+            topic, partition, offset = record.topic(), record.partition(), record.offset()
+            assert topic is not None and partition is not None and offset is not None
+            meta = RecordMeta(topic, partition, offset, record.timestamp()[1])
+            message = _decode(serde, record)
+            if message is not None and (until_ms is None or meta.timestamp_ms <= until_ms):
+                fold.apply(message, meta)
+    except ReadTimeoutError as error:
+        raise StalledError(f"verification read: {error}") from error
     return fold.rows()
 
 

@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from payments.contracts.codec import Serde, SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, Message
 from payments.money import Money
+from payments.runtime.reader import committed_records, partitions_of
+from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
 from payments.supervisor import ServiceProcess
@@ -76,26 +78,8 @@ class Record:
 
 def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
     """Every committed record of `topic`, read_committed, from the beginning to the current end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        open_partitions, found = set(partitions), []
-        deadline = time.monotonic() + timeout_s
-        while open_partitions and time.monotonic() < deadline:
-            for record in consumer.consume(500, 0.5):
-                error = record.error()
-                if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                    open_partitions.discard(record.partition())
-                elif error is None:
-                    found.append(Record(record.key(), record.value(), record.headers() or [],
-                                        record.partition(), record.offset()))
-        assert not open_partitions, f"did not reach the end of {topic} partitions {open_partitions}"
-        return found
-    finally:
-        consumer.close()
+    records = committed_records(bootstrap, partitions_of(bootstrap, [topic]), timeout_s=timeout_s)
+    return [Record(r.key(), r.value(), headers_of(r), r.partition() or 0, r.offset() or 0) for r in records]
 
 
 def wait_for_records(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[Record]:

@@ -36,6 +36,7 @@ from payments.contracts.envelope import build_headers, parse_headers
 from payments.contracts.errors import ContractError
 from payments.runtime.deadletter import DeadLetter
 from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
+from payments.runtime.reader import ReadTimeoutError, committed_records
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics
 
@@ -366,37 +367,15 @@ class Processor(Generic[S]):
 
     def _restore(self, partitions: list[int]) -> Iterator[tuple[int, str, S]]:
         """Read the changelog partitions to their end (last stable offset); yield the live states."""
-        if not partitions:
-            return
-        reader = Consumer({
-            "bootstrap.servers": self._bootstrap,
-            "group.id": f"{self.topics.group(self.logic.service)}-restore",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        })
+        latest: dict[tuple[int, str], bytes | None] = {}
         try:
-            reader.assign([TopicPartition(self._changelog, p, OFFSET_BEGINNING) for p in partitions])
-            latest: dict[tuple[int, str], bytes | None] = {}
-            open_partitions = set(partitions)
-            deadline = time.monotonic() + self.config.restore_timeout_s
-            while open_partitions:
-                if time.monotonic() > deadline:
-                    raise FatalProcessorError(f"changelog restore of {sorted(open_partitions)} timed out")
-                for record in reader.consume(1000, 0.5):
-                    error = record.error()
-                    partition = record.partition()
-                    assert partition is not None
-                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(partition)
-                    elif error is not None:
-                        raise FatalProcessorError(f"changelog restore failed: {error}")
-                    else:
-                        record_key = record.key()
-                        assert record_key is not None
-                        latest[(partition, record_key.decode())] = record.value()
-        finally:
-            reader.close()
+            for record in committed_records(self._bootstrap, [(self._changelog, p) for p in partitions],
+                                            timeout_s=self.config.restore_timeout_s):
+                record_key, partition = record.key(), record.partition()
+                assert record_key is not None and partition is not None, "changelog records are keyed"
+                latest[(partition, record_key.decode())] = record.value()
+        except ReadTimeoutError as error:
+            raise FatalProcessorError(f"changelog restore failed: {error}") from error
         for (partition, key), value in latest.items():
             if value is not None:
                 yield partition, key, self.logic.decode_state(value)
