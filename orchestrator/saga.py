@@ -27,7 +27,7 @@ from payments.contracts.participants import (
     PartnerSubmissionResult,
     RiskAssessmentCompleted,
 )
-from payments.runtime.logic import Decision, Incoming
+from payments.runtime.logic import Decision, Incoming, JsonState
 
 COMMANDS: Final = "payments.commands"
 
@@ -57,9 +57,10 @@ def _route(draft: Draft, message: Message) -> None:  # noqa: PLR0911 - one branc
     return None  # not ours (e.g. a message type added later): ignore it
 
 
-class OrchestratorLogic:
+class OrchestratorLogic(JsonState[SagaState]):
     """The saga as a `payments.runtime.logic.Logic[SagaState]`: one state per payment id."""
 
+    state_model = SagaState
     service: str = "orchestrator"
     input_topics: tuple[str, ...] = (COMMANDS, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
 
@@ -82,9 +83,3 @@ class OrchestratorLogic:
 
     def next_deadline(self, state: SagaState) -> datetime | None:
         return timers.next_deadline(state)
-
-    def encode_state(self, state: SagaState) -> bytes:
-        return state.model_dump_json().encode()
-
-    def decode_state(self, data: bytes) -> SagaState:
-        return SagaState.model_validate_json(data)

@@ -42,7 +42,7 @@ from payments.contracts.participants import (
     ReserveFunds,
 )
 from payments.money import Money
-from payments.runtime.logic import Decision, Incoming, Outgoing
+from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "funds"
 FundsCommand = ReserveFunds | ReleaseFunds | CommitFunds
@@ -123,9 +123,10 @@ def _available(account: Account, currency: str) -> Money:
     return Money.of(account.balance(currency).available, currency)
 
 
-class FundsLogic:
+class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
     """The `Logic` of the funds service. Seed accounts are read once, at construction."""
 
+    state_model = FundsState
     service: str = SERVICE
     input_topics: tuple[str, ...] = (FUNDS_COMMANDS,)
 
@@ -178,15 +179,3 @@ class FundsLogic:
     @staticmethod
     def _reply(state: FundsState, command_id: str, answer: FundsAnswer) -> Decision[FundsState]:
         return Decision(state, (Outgoing(FUNDS_REPLIES, answer.payment_id, reply_of(command_id, answer)),))
-
-    def fire_timers(self, key: str, state: FundsState, now: datetime) -> Decision[FundsState]:
-        return Decision(state)
-
-    def next_deadline(self, state: FundsState) -> datetime | None:
-        return None
-
-    def encode_state(self, state: FundsState) -> bytes:
-        return state.model_dump_json().encode()
-
-    def decode_state(self, data: bytes) -> FundsState:
-        return FundsState.model_validate_json(data)

@@ -39,7 +39,7 @@ from payments.contracts.participants import (
     QueryPartnerPayment,
     SubmitToPartner,
 )
-from payments.runtime.logic import Decision, Incoming, Outgoing
+from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "partner"
 ANSWERS_MAX = 64  # per payment: a few submissions and queries at most
@@ -74,9 +74,10 @@ def reply_of(payment_id: str, command_id: str, answer: PartnerAnswer) -> Partner
     return PartnerQueryResult.model_validate({**common, "status": answer.code})
 
 
-class PartnerGatewayLogic:
+class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
     """The `Logic` of the partner service; `client` is the partner adapter (the simulator by default)."""
 
+    state_model = PartnerState
     service: str = SERVICE
     input_topics: tuple[str, ...] = (PARTNER_COMMANDS,)
 
@@ -114,15 +115,3 @@ class PartnerGatewayLogic:
             outcome = QueryOutcome("PENDING")  # nothing learnt: the saga asks again later
         return PartnerAnswer(kind="query", submission_id=command.submission_id, code=outcome.status,
                              partner_reference=outcome.partner_reference)
-
-    def fire_timers(self, key: str, state: PartnerState, now: datetime) -> Decision[PartnerState]:
-        return Decision(state)
-
-    def next_deadline(self, state: PartnerState) -> datetime | None:
-        return None
-
-    def encode_state(self, state: PartnerState) -> bytes:
-        return state.model_dump_json().encode()
-
-    def decode_state(self, data: bytes) -> PartnerState:
-        return PartnerState.model_validate_json(data)

@@ -17,7 +17,7 @@ from consumers.risk.scoring import RiskModel, assess, load_model
 from payments.contracts.codes import RiskDecision
 from payments.contracts.messages import Message
 from payments.contracts.participants import RISK_COMMANDS, RISK_REPLIES, AssessRisk, RiskAssessmentCompleted
-from payments.runtime.logic import Decision, Incoming, Outgoing
+from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "risk"
 ANSWERS_MAX = 64  # per payment; the saga asks a handful of times at most
@@ -47,9 +47,10 @@ def reply_for(command: AssessRisk, answer: RiskAnswer) -> RiskAssessmentComplete
         reasons=list(answer.reasons), model_version=answer.model_version)
 
 
-class RiskLogic:
+class RiskLogic(JsonState[RiskState], NoTimers[RiskState]):
     """The `Logic` of the risk service. The model is loaded once, at construction (not in decide)."""
 
+    state_model = RiskState
     service: str = SERVICE
     input_topics: tuple[str, ...] = (RISK_COMMANDS,)
 
@@ -73,15 +74,3 @@ class RiskLogic:
             current = RiskState(answers={**dict(kept), command.command_id: answer})
         reply = reply_for(command, answer)
         return Decision(current, (Outgoing(RISK_REPLIES, command.payment_id, reply),))
-
-    def fire_timers(self, key: str, state: RiskState, now: datetime) -> Decision[RiskState]:
-        return Decision(state)
-
-    def next_deadline(self, state: RiskState) -> datetime | None:
-        return None
-
-    def encode_state(self, state: RiskState) -> bytes:
-        return state.model_dump_json().encode()
-
-    def decode_state(self, data: bytes) -> RiskState:
-        return RiskState.model_validate_json(data)

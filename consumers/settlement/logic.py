@@ -22,7 +22,7 @@ from consumers.ids import derived_event_id
 from payments.contracts.events import PaymentRefunded, PaymentSettled
 from payments.contracts.messages import Message
 from payments.contracts.settlements import SettlementEvent
-from payments.runtime.logic import Decision, Incoming, Outgoing
+from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "settlement"
 EVENTS = "payments.events"
@@ -49,7 +49,8 @@ def settlement_event_id(source_event_id: str) -> str:
     return derived_event_id("settlement", source_event_id)
 
 
-class SettlementPublisherLogic:
+class SettlementPublisherLogic(JsonState[SettlementState], NoTimers[SettlementState]):
+    state_model = SettlementState
     service: str = SERVICE
     input_topics: tuple[str, ...] = (EVENTS,)
 
@@ -80,15 +81,3 @@ class SettlementPublisherLogic:
                 **current.settled.model_dump())
         current = current.model_copy(update={"published": (*current.published, event.event_id)})
         return Decision(current, (Outgoing(SETTLEMENTS, event.payment_id, published),))
-
-    def fire_timers(self, key: str, state: SettlementState, now: datetime) -> Decision[SettlementState]:
-        return Decision(state)
-
-    def next_deadline(self, state: SettlementState) -> datetime | None:
-        return None
-
-    def encode_state(self, state: SettlementState) -> bytes:
-        return state.model_dump_json().encode()
-
-    def decode_state(self, data: bytes) -> SettlementState:
-        return SettlementState.model_validate_json(data)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 
@@ -62,3 +64,28 @@ class Logic(Protocol[S]):
     def encode_state(self, state: S) -> bytes: ...
 
     def decode_state(self, data: bytes) -> S: ...
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class JsonState(Generic[M]):
+    """Changelog codec for a state that is a pydantic model: its JSON. Set `state_model` in the subclass."""
+
+    state_model: type[M]
+
+    def encode_state(self, state: M) -> bytes:
+        return state.model_dump_json().encode()
+
+    def decode_state(self, data: bytes) -> M:
+        return self.state_model.model_validate_json(data)
+
+
+class NoTimers(Generic[S]):
+    """For a service that never waits on time: no deadlines, nothing fires."""
+
+    def fire_timers(self, key: str, state: S, now: datetime) -> Decision[S]:
+        return Decision(state)
+
+    def next_deadline(self, state: S) -> datetime | None:
+        return None
