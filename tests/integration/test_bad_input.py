@@ -6,16 +6,20 @@ Either way the partition keeps moving, nothing is lost, and the service keeps ru
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
 from payments.contracts.envelope import build_headers
-from payments.contracts.messages import InitiatePayment, PaymentInitiated, PaymentRejected
+from payments.contracts.messages import InitiatePayment, Message, PaymentInitiated, PaymentRejected
 from payments.money import Money
 from payments.runtime.deadletter import DeadLetter, original_headers
 from payments.runtime.topics import Topics
+from payments.supervisor import ServiceProcess
 from tests.support import (
     decode_all,
     make_initiate,
@@ -93,6 +97,17 @@ def test_undecodable_records_are_dead_lettered_and_the_partition_keeps_moving(
         assert original_headers(record.headers) == headers_
 
 
+@pytest.fixture(scope="module")
+def intake(kafka_bootstrap: str, postgres_server_url: str) -> Iterator[tuple[Topics, ServiceProcess]]:
+    """One orchestrator on its own topics, shared by the rejection cases."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+    setup_topics(kafka_bootstrap, topics)
+    orchestrator = service(["orchestrator"], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
+                           topics=topics, log_dir=Path(tempfile.mkdtemp(prefix="intake-"))).start()
+    yield topics, orchestrator
+    assert orchestrator.stop() == 0, orchestrator.log_tail()
+
+
 @pytest.mark.parametrize(("change", "reason_code"), [
     ({"amount": Money(amount_minor=0, currency="EUR")}, "AMOUNT_NOT_POSITIVE"),
     ({"amount": Money(amount_minor=-5, currency="EUR")}, "AMOUNT_NOT_POSITIVE"),
@@ -103,19 +118,22 @@ def test_undecodable_records_are_dead_lettered_and_the_partition_keeps_moving(
     ({"command_id": "not-a-uuid"}, "MALFORMED_ID"),
 ])
 def test_invalid_initiate_is_rejected_with_a_reason_code(
-        kafka_bootstrap: str, database_url: str, topics: Topics, tmp_path: Path,
-        change: dict[str, object], reason_code: str) -> None:
-    setup_topics(kafka_bootstrap, topics)
+        kafka_bootstrap: str, intake: tuple[Topics, ServiceProcess], change: dict[str, object],
+        reason_code: str) -> None:
+    topics, orchestrator = intake
     invalid: InitiatePayment = make_initiate(**change)
     follower = make_initiate()
     produce(kafka_bootstrap, topics.commands, [invalid, follower], key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
-    orchestrator = service(["orchestrator"], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
-                           log_dir=tmp_path).start()
-    try:
-        events = decode_all(wait_for_records(kafka_bootstrap, topics.events, 2, 60))
-    finally:
-        assert orchestrator.stop() == 0, orchestrator.log_tail()
+
+    def mine() -> list[Message]:
+        return [e for e in decode_all(read_all(kafka_bootstrap, topics.events))
+                if e.payment_id in (invalid.payment_id, follower.payment_id)]
+
+    events = wait_for(lambda: (found := mine()) and len(found) >= 2 and found, 60,
+                      "a rejection and the follower's initiation")
+    assert orchestrator.alive(), orchestrator.log_tail()
     rejected = [e for e in events if isinstance(e, PaymentRejected)]
     assert [(e.payment_id, e.reason_code) for e in rejected] == [(invalid.payment_id, reason_code)]
     assert not [e for e in events if isinstance(e, PaymentInitiated) and e.payment_id == invalid.payment_id]
-    assert read_all(kafka_bootstrap, topics.dlq) == []
+    assert [e.payment_id for e in events if isinstance(e, PaymentInitiated)] == [follower.payment_id]
+    assert [r for r in read_all(kafka_bootstrap, topics.dlq) if r.key == invalid.payment_id.encode()] == []
