@@ -36,7 +36,7 @@ from payments.contracts.envelope import build_headers, parse_headers
 from payments.contracts.errors import ContractError
 from payments.runtime.deadletter import DeadLetter
 from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
-from payments.runtime.reader import ReadTimeoutError, committed_records
+from payments.runtime.reader import ReadTimeoutError, committed_records, wait_until_stable
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics
 
@@ -350,6 +350,11 @@ class Processor(Generic[S]):
             if tp.offset >= 0:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
         numbers = sorted({tp.partition for tp in partitions} - set(self._states))
+        # The offsets are stable, but the previous owner's commit marker may still be on its way to the
+        # changelog partition: restore only once no transaction is open there, or the last snapshot is missed.
+        if numbers and not wait_until_stable(self._bootstrap, [(self._changelog, p) for p in numbers],
+                                             2 * self.config.transaction_timeout_ms / 1000):
+            self._log.warning("changelog_transaction_still_open", partitions=numbers)
         for partition in numbers:
             self._states[partition] = {}
         for partition, key, state in self._restore(numbers):

@@ -12,12 +12,18 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
 Partition = tuple[str, int]
 CONSUME_BATCH_MAX = 2000
+LIST_OFFSETS_ATTEMPTS_MAX = 10
+# Metadata not settled yet (a new topic, a moving leader) or a slow broker: worth asking again.
+TRANSIENT_CODES = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+})
 POLL_TIMEOUT_S = 0.5
 
 
@@ -31,16 +37,28 @@ def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
     return [(topic, p) for topic in topics for p in sorted(metadata[topic].partitions)]
 
 
-def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bool = False) -> dict[Partition, int]:
-    """The read_committed end (last stable offset) of each partition, or its earliest offset."""
+def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bool = False,
+                committed_only: bool = True) -> dict[Partition, int]:
+    """The end of each partition: the last stable offset (read_committed), or with `committed_only=False`
+    the high watermark; with `earliest=True` its first offset instead."""
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets({tp: spec for tp in wanted}, isolation_level=IsolationLevel.READ_COMMITTED,
-                                 request_timeout=30)
-    return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+    isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
+    for attempt in range(1, LIST_OFFSETS_ATTEMPTS_MAX + 1):
+        futures = admin.list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
+        try:
+            return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+        except KafkaException as error:
+            # Right after a topic is created or a leader moves: NOT_LEADER_FOR_PARTITION and the like.
+            kafka_error: KafkaError = error.args[0]
+            transient = kafka_error.retriable() or kafka_error.code() in TRANSIENT_CODES
+            if not transient or attempt == LIST_OFFSETS_ATTEMPTS_MAX:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def committed_records(
@@ -82,3 +100,19 @@ def committed_records(
                     pending.discard((tp.topic, tp.partition))
     finally:
         consumer.close()
+
+
+def wait_until_stable(bootstrap: str, partitions: Iterable[Partition], timeout_s: float) -> bool:
+    """Wait until no transaction is open on the partitions (last stable offset == high watermark).
+
+    Returns False if one is still open after `timeout_s`: its producer is gone or fenced, and the
+    coordinator aborts it within the transaction timeout, so its records will never be committed.
+    """
+    wanted = list(partitions)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_TIMEOUT_S / 5)

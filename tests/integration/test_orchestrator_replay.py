@@ -10,11 +10,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from orchestrator.replay import live_states, read_changelog, replay_orchestrator
@@ -89,8 +89,15 @@ def _recreate_changelog(bootstrap: str, topics: Topics) -> None:
     for future in admin.delete_topics([changelog], operation_timeout=30).values():
         future.result(30)
     wait_for(lambda: changelog not in admin.list_topics(timeout=10).topics, 30, "the changelog to be deleted")
-    time.sleep(1)  # let every broker forget the deleted topic before it is created again
-    ensure_topics(bootstrap, all_topics(topics))
+
+    def recreated() -> bool:
+        try:  # creation fails while the broker is still finishing the deletion: try again until it works
+            ensure_topics(bootstrap, all_topics(topics))
+        except KafkaException:
+            return False
+        return True
+
+    wait_for(recreated, 30, "the changelog to be created again")
     wait_for(lambda: len(getattr(admin.list_topics(timeout=10).topics.get(changelog), "partitions", {}))
              == len(admin.list_topics(timeout=10).topics[topics.events].partitions), 30, "the new changelog")
 
