@@ -54,11 +54,15 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
     first, second = start("orchestrator", "a"), start("orchestrator", "b")
     commands = [make_initiate(amount_minor=100 + i, payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-bob")
                 for i in range(PAYMENTS)]
-    produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
+    half = PAYMENTS // 2
+    produce(kafka_bootstrap, topics.commands, commands[:half], key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
     try:
         wait_for(lambda: _terminal_count(decode_all(read_all(kafka_bootstrap, topics.events))) >= 30,
                  90, "the first payments to finish")
         first.kill()
+        # The second half arrives after the kill: the dead instance's partitions get new work that only
+        # the survivor can do once it takes them over, so the failover is certain to be exercised.
+        produce(kafka_bootstrap, topics.commands, commands[half:], key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
         wait_for(lambda: _terminal_count(decode_all(read_all(kafka_bootstrap, topics.events))) == PAYMENTS,
                  180, "every payment to finish on the surviving instance")
         wait_for(lambda: set(_settlements_per_payment(kafka_bootstrap, topics)) == _settled(kafka_bootstrap, topics),
