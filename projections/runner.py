@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 import psycopg
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from psycopg.types.json import Jsonb
 
@@ -36,7 +36,7 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
-from payments.runtime.records import headers_of
+from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -108,8 +108,8 @@ class ProjectionRunner:
             self.close()
 
     def step(self) -> int:
-        records = [r for r in self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
-                   if self._usable(r)]
+        records = data_records(
+            self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000), self._log)
         if records:
             self._checkpoint(records)
         return len(records)
@@ -238,13 +238,6 @@ class ProjectionRunner:
         except psycopg.OperationalError as error:
             self._log.warning("projection_reconnect_failed", error=str(error))
 
-    def _usable(self, record: KafkaRecord) -> bool:
-        error = record.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            self._log.warning("consumer_error", error=str(error))
-        return False
 
 
 class _PositionMoved(Exception):

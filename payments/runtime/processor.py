@@ -37,7 +37,7 @@ from payments.contracts.errors import ContractError
 from payments.runtime.deadletter import DeadLetter
 from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
 from payments.runtime.reader import ReadTimeoutError, committed_records, wait_until_stable
-from payments.runtime.records import headers_of
+from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
 
 S = TypeVar("S")
@@ -135,7 +135,7 @@ class Processor(Generic[S]):
     def step(self) -> int:
         """Consume one batch and checkpoint it. Returns the number of records handled."""
         records = self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
-        records = [record for record in records if not self._is_benign_error(record)]
+        records = data_records(records, self._log)
         now = self.clock()
         due = self._pop_due_timers(now)
         if not records and not due:
@@ -386,14 +386,6 @@ class Processor(Generic[S]):
                 yield partition, key, self.logic.decode_state(value)
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _is_benign_error(self, record: Message) -> bool:
-        error = record.error()
-        if error is None:
-            return False
-        if error.code() != KafkaError._PARTITION_EOF:
-            self._log.warning("consumer_error", error=str(error))
-        return True
 
     def _call(self, call: Callable[[], object], what: str) -> None:
         """Run a transactional API call, retrying while librdkafka says the error is retriable."""
