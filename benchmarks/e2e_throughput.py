@@ -27,7 +27,7 @@ from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
 from payments.stack import LocalStack, stack_home
-from payments.supervisor import ServiceProcess
+from payments.supervisor import ServiceProcess, start_all
 
 PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
 
@@ -46,8 +46,8 @@ def main() -> int:
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": "1",
            "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
            "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
-    services = [ServiceProcess([name], log_dir=log_dir, env=env).start()
-                for name in ("orchestrator", "risk", "funds", "partner")]
+    services = start_all([ServiceProcess([name], log_dir=log_dir, env=env)
+                          for name in ("orchestrator", "risk", "funds", "partner")])
     serde = SingleObjectSerde()
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})

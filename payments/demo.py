@@ -28,7 +28,7 @@ from payments.money import Money, is_known_currency
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
 from payments.stack import LocalStack, stack_home
-from payments.supervisor import ServiceProcess
+from payments.supervisor import ServiceProcess, start_all
 from projections.migrate import migrate
 
 SERVICES: list[list[str]] = [
@@ -139,9 +139,10 @@ def main() -> int:
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
            **DEMO_ENV}
-    services = [ServiceProcess(args, log_dir=log_dir, env=env).start() for args in SERVICES]
+    services = [ServiceProcess(args, log_dir=log_dir, env=env) for args in SERVICES]
     code = 1
     try:
+        start_all(services)
         commands = sample_commands()
         started = time.monotonic()
         publish(settings, topics, commands)

@@ -6,9 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 STOP_TIMEOUT_S = 30
+READY_TIMEOUT_S = 60
+# What a service logs once it owns partitions and has restored its state: from then on it answers.
+READY_EVENTS = ('"event": "partitions_assigned"', '"event": "projection_assigned"')
 
 
 class ServiceProcess:
@@ -28,6 +32,17 @@ class ServiceProcess:
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> ServiceProcess:
+        """Wait until the service has been assigned partitions (and restored its state)."""
+        deadline = time.monotonic() + timeout_s
+        while not any(event in self.log_tail(1_000_000) for event in READY_EVENTS):
+            if not self.alive():
+                raise RuntimeError(f"{self.args} exited before it was ready:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.args} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to finish a transaction or leave the group."""
         assert self.process is not None
@@ -35,8 +50,9 @@ class ServiceProcess:
         self.process.wait(10)
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code."""
-        assert self.process is not None
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code (0 if it never started)."""
+        if self.process is None:
+            return 0
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -51,3 +67,13 @@ class ServiceProcess:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def start_all(services: list[ServiceProcess], timeout_s: float = READY_TIMEOUT_S) -> list[ServiceProcess]:
+    """Start every service, then wait until each is ready: traffic sent before that would wait on a
+    participant that is not listening yet, and a saga with short timers would give up on it."""
+    for service in services:
+        service.start()
+    for service in services:
+        service.wait_ready(timeout_s)
+    return services

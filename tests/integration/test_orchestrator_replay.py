@@ -34,6 +34,7 @@ from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFund
 from payments.money import Money
 from payments.runtime.topics import Topics, ensure_topics
 from payments.runtime.topology import all_topics
+from payments.supervisor import ServiceProcess, start_all
 from tests.integration.test_projections import produce_events
 from tests.integration.test_saga_paths import FAST_ENV
 from tests.support import decode_all, make_initiate, produce, read_all, serde, service, setup_topics, wait_for
@@ -108,9 +109,9 @@ def test_orchestrator_states_rebuilt_from_events_equal_the_lost_changelog_and_th
     log_dir = Path(tempfile.mkdtemp(prefix="orchestrator-replay-"))
     env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
 
-    def start(names: list[str]) -> list[object]:
-        return [service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
-                        log_dir=log_dir, extra_env=env).start() for name in names]
+    def start(names: list[str]) -> list[ServiceProcess]:
+        return start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
+                        log_dir=log_dir, extra_env=env) for name in names])
 
     processes = start(SERVICES)
     initiates = _payments(50)

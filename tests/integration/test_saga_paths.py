@@ -38,7 +38,7 @@ from payments.contracts.messages import (
 )
 from payments.money import Money
 from payments.runtime.topics import Topics
-from payments.supervisor import ServiceProcess
+from payments.supervisor import ServiceProcess, start_all
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,8 +89,8 @@ def _pipeline(kafka_bootstrap: str, postgres_server_url: str, names: list[str]) 
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="saga-paths-"))
     env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
-    services = [service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
-                        log_dir=log_dir, extra_env=env).start() for name in names]
+    services = start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
+                                  topics=topics, log_dir=log_dir, extra_env=env) for name in names])
     yield Pipeline(kafka_bootstrap, topics, services)
     for process in services:
         assert process.stop() == 0, process.log_tail()

@@ -16,6 +16,7 @@ import pytest
 
 from payments.contracts.messages import Message, PaymentCancelled, PaymentFailed, PaymentSettled
 from payments.runtime.topics import PAYMENT_PARTITIONS, Topics
+from payments.supervisor import ServiceProcess, start_all
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,12 +47,12 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
     log_dir = Path(tempfile.mkdtemp(prefix="scale-out-"))
     env = {**ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
 
-    def start(name: str, instance: str = "0"):  # type: ignore[no-untyped-def]
+    def make(name: str, instance: str = "0") -> ServiceProcess:
         return service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
-                       log_dir=log_dir, instance_id=instance, extra_env=env).start()
+                       log_dir=log_dir, instance_id=instance, extra_env=env)
 
-    participants = [start(name) for name in ("risk", "funds", "partner", "settlement")]
-    first, second = start("orchestrator", "a"), start("orchestrator", "b")
+    participants = start_all([make(name) for name in ("risk", "funds", "partner", "settlement")])
+    first, second = start_all([make("orchestrator", "a"), make("orchestrator", "b")])
     commands = [make_initiate(amount_minor=100 + i, payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-bob")
                 for i in range(PAYMENTS)]
     half = PAYMENTS // 2

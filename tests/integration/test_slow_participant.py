@@ -10,6 +10,7 @@ import pytest
 
 from payments.contracts.messages import PaymentSettled, SubmitToPartner
 from payments.runtime.topics import Topics
+from payments.supervisor import start_all
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,9 +24,9 @@ def test_slow_partner_calls_cut_batches_short_and_every_payment_settles_once(
     env = {"PAYMENTS_PARTNER_LATENCY_MS": "40,60", "PAYMENTS_PARTNER_DECLINE_RATE": "0",
            "PAYMENTS_PARTNER_TIMEOUT_RATE": "0", "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
            "PAYMENTS_BATCH_BUDGET_MS": "300"}
-    processes = [service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
-                         log_dir=log_dir, extra_env=env).start()
-                 for name in ("orchestrator", "risk", "funds", "partner")]
+    processes = start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
+                                   topics=topics, log_dir=log_dir, extra_env=env)
+                           for name in ("orchestrator", "risk", "funds", "partner")])
     commands = [make_initiate(amount_minor=10 + i, payer_account="acc-alice", payee_account="acc-bob")
                 for i in range(60)]
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
