@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
 FAST_ENV = {
-    "PAYMENTS_SAGA_TIME_SCALE": "0.02",
+    "PAYMENTS_SAGA_TIME_SCALE": "0.05",
     "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_ERROR_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
     "PAYMENTS_PARTNER_LATENCY_MS": "1",
     "PAYMENTS_BATCH_MAX": "50",
@@ -84,11 +84,12 @@ class Pipeline:
         return decode_all(read_all(self.bootstrap, self.topics.name(base)))
 
 
-def _pipeline(kafka_bootstrap: str, postgres_server_url: str, names: list[str]) -> Iterator[Pipeline]:
+def _pipeline(kafka_bootstrap: str, postgres_server_url: str, names: list[str],
+              **overrides: str) -> Iterator[Pipeline]:
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="saga-paths-"))
-    env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
+    env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), **overrides}
     services = start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
                                   topics=topics, log_dir=log_dir, extra_env=env) for name in names])
     yield Pipeline(kafka_bootstrap, topics, services)
@@ -234,7 +235,9 @@ def test_partner_that_never_answers_times_out_and_funds_are_released(without_par
 
 @pytest.fixture(scope="module")
 def orchestrator_only(kafka_bootstrap: str, postgres_server_url: str) -> Iterator[Pipeline]:
-    yield from _pipeline(kafka_bootstrap, postgres_server_url, ["orchestrator"])
+    # Real timers: with no risk service the risk step would time out and fail the payment within
+    # seconds at the fast scale, racing the cancel this group exists to test.
+    yield from _pipeline(kafka_bootstrap, postgres_server_url, ["orchestrator"], PAYMENTS_SAGA_TIME_SCALE="1")
 
 
 def test_cancel_while_awaiting_risk_cancels_the_payment(orchestrator_only: Pipeline) -> None:
