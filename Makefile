@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install the project with dev tools
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the layer contracts (import-linter: the kernel imports no app, apps not each other)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy

@@ -18,16 +18,16 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from payments.config import Settings
+from ops.registry import topology
+from ops.settings import Settings
+from ops.stack import LocalStack
+from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, PaymentFailed, PaymentInitiated, PaymentSettled
 from payments.money import Money
 from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
-from payments.runtime.topology import all_topics
-from payments.stack import LocalStack, stack_home
-from payments.supervisor import ServiceProcess, start_all
 
 PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
 
@@ -37,12 +37,12 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=1000)
     parser.add_argument("--timeout-s", type=float, default=600)
     args = parser.parse_args()
-    LocalStack(stack_home()).up()
-    settings = Settings.from_env()
+    settings = Settings.load()
+    LocalStack.of(settings).up()
     topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
-    ensure_topics(settings.bootstrap_servers, all_topics(topics))
+    ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": settings.database_url,
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": settings.database,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": "1",
            "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
            "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}

@@ -11,7 +11,6 @@ of the payment id, the step and the attempt instead of a random number generator
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final, Literal
@@ -25,18 +24,6 @@ class StepPolicy:
     attempts_max: int  # reissues of the same step, including the first one
 
 
-def _time_scale() -> float:
-    """PAYMENTS_SAGA_TIME_SCALE shrinks every window for tests and demos (0.01 = 100x faster).
-
-    Configuration, read once: the decision stays a pure function of (state, message, now, config).
-    """
-    scale = float(os.environ.get("PAYMENTS_SAGA_TIME_SCALE", "1"))
-    if not 0 < scale <= 1:
-        raise ValueError(f"PAYMENTS_SAGA_TIME_SCALE must be in (0, 1], got {scale}")
-    return scale
-
-
-TIME_SCALE: Final = _time_scale()
 BACKOFF_BASE_MS: Final = 1_000
 BACKOFF_CAP_MS: Final = 60_000
 
@@ -65,13 +52,16 @@ def backoff_ms(payment_id: str, step: Step, attempt: int) -> int:
     return int.from_bytes(digest[:8], "big") % (ceiling + 1)
 
 
-def window(payment_id: str, step: Step, attempt: int) -> timedelta:
-    """How long attempt `attempt` of `step` waits for its reply before the timer fires."""
+def window(payment_id: str, step: Step, attempt: int, time_scale: float = 1.0) -> timedelta:
+    """How long attempt `attempt` of `step` waits for its reply before the timer fires.
+
+    `time_scale` (SagaConfig) shrinks it for tests and demos; production runs at 1.
+    """
     return timedelta(milliseconds=round((POLICIES[step].timeout_ms + backoff_ms(payment_id, step, attempt))
-                                        * TIME_SCALE))
+                                        * time_scale))
 
 
-def window_max(step: Step, attempt: int) -> timedelta:
+def window_max(step: Step, attempt: int, time_scale: float = 1.0) -> timedelta:
     """Upper bound of `window` for any payment (for tests and capacity notes)."""
     ceiling = 0 if attempt == 1 else min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** min(attempt - 1, 30))
-    return timedelta(milliseconds=round((POLICIES[step].timeout_ms + ceiling) * TIME_SCALE))
+    return timedelta(milliseconds=round((POLICIES[step].timeout_ms + ceiling) * time_scale))

@@ -23,29 +23,29 @@ full state, compaction keeps the latest).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.saga import OrchestratorLogic
 from orchestrator.state import SagaState, SagaStateError, apply
 from payments.contracts.base import SagaEvent
 from payments.contracts.codec import Serde
 from payments.contracts.errors import ContractError
-from payments.runtime.reader import ReadTimeoutError, committed_records, partitions_of
+from payments.runtime.errors import KafkaCallError
+from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics
 
 SERVICE = "orchestrator"
-EVENTS = "payments.events"
 DifferenceKind = Literal["missing", "different", "extra", "misplaced"]
 
 
-class OrchestratorReplayError(Exception):
+class OrchestratorReplayError(OrchestratorError):
     """The replay cannot run or found events it cannot fold: nothing was written."""
 
 
@@ -108,7 +108,7 @@ def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 
                 shown = time.monotonic()
                 out.write(f"\rread {folded.events} events of {len(folded.states)} payments")
                 out.flush()
-    except ReadTimeoutError as error:
+    except KafkaCallError as error:
         raise OrchestratorReplayError(f"reading {topic}: {error}") from error
     if out is not None:
         out.write(f"\rread {folded.events} events of {len(folded.states)} payments\n")
@@ -150,7 +150,7 @@ def read_changelog(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> d
             assert partition is not None
             if key is not None:
                 latest[key.decode()] = (partition, record.value())
-    except ReadTimeoutError as error:
+    except KafkaCallError as error:
         raise OrchestratorReplayError(f"reading {topic}: {error}") from error
     return latest
 
@@ -183,35 +183,59 @@ def compare(folded: Folded, live: dict[str, tuple[int, SagaState]]) -> list[Diff
 
 def write_snapshots(bootstrap: str, topic: str, records: list[tuple[int, str, bytes | None]], *,
                     transactional_id: str, batch_size: int = 1000, timeout_s: float = 30.0) -> int:
-    """Produce (partition, key, value) records, `batch_size` per Kafka transaction; return the transactions."""
+    """Produce (partition, key, value) records, `batch_size` per Kafka transaction; return the transactions.
+
+    Any Kafka error aborts the open transaction and raises OrchestratorReplayError: the batches
+    committed before it stay (a rerun rewrites them, which is safe), nothing of the failed one does.
+    """
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
                          "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 5})
-    producer.init_transactions(timeout_s)
     transactions = 0
     try:
+        producer.init_transactions(timeout_s)
         for start in range(0, len(records), batch_size):
             producer.begin_transaction()
             for partition, key, value in records[start:start + batch_size]:
-                while True:
-                    try:
-                        producer.produce(topic, key=key.encode(), value=value, partition=partition)
-                        break
-                    except BufferError:  # local queue full: let librdkafka deliver first
-                        producer.poll(0.1)
+                _produce(producer, topic, key.encode(), value, partition=partition, timeout_s=timeout_s)
             producer.commit_transaction(timeout_s)
             transactions += 1
-    except KafkaException:
-        producer.abort_transaction(timeout_s)
-        raise
+    except (KafkaException, BufferError) as error:
+        try:
+            producer.abort_transaction(timeout_s)
+        except KafkaException as abort_error:  # nothing open, or the producer is unusable: it is dropped anyway
+            error.add_note(f"abort_transaction also failed: {abort_error}")
+        raise OrchestratorReplayError(f"writing {topic} failed after {transactions} committed transaction(s) "
+                                      f"(running the replay again is safe): {error}") from error
     return transactions
 
 
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None, *, partition: int,
+             timeout_s: float) -> None:
+    """Produce one record, waiting (bounded by `timeout_s`) while librdkafka's local queue is full."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, partition=partition)
+            return
+        except BufferError:  # local queue full: let librdkafka deliver first
+            if time.monotonic() > deadline:
+                raise
+            producer.poll(0.1)
+
+
 def orchestrator_group_members(bootstrap: str, group: str) -> int:
+    """How many members the orchestrator's consumer group has (0 when the group does not exist).
+
+    Any other failure raises: "cannot tell" must never pass for "nobody is running".
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-    except KafkaException:
-        return 0  # no such group yet
+    except KafkaException as error:
+        if error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+            return 0
+        raise OrchestratorReplayError(f"cannot tell whether the orchestrator is running (describing group "
+                                      f"{group} failed: {error.args[0]}); stop it and pass --force") from error
     return len(description.members)
 
 
@@ -230,7 +254,7 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
     counts = {name: len(metadata[name].partitions) for name in (topics.events, changelog) if name in metadata}
     if changelog not in counts:
         raise OrchestratorReplayError(f"topic {changelog} does not exist; create it first (any service start "
-                                      "creates every topic, or payments.runtime.topics.ensure_topics)")
+                                      "creates every topic)")
     if counts[changelog] != counts[topics.events]:
         raise OrchestratorReplayError(f"{changelog} has {counts[changelog]} partitions, {topics.events} "
                                       f"{counts[topics.events]}: co-partitioning requires equal counts")
@@ -263,15 +287,12 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
     return result
 
 
-def main(args: argparse.Namespace) -> int:
-    """`payments replay orchestrator [--verify] [--force]` (arguments from payments.cli)."""
-    from payments.config import Settings
-    from payments.contracts.codec import serde_from_env
-
-    settings = Settings.from_env()
+def run_command(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool, force: bool) -> int:
+    """`payments replay orchestrator [--verify] [--force]`; prints the outcome, returns the exit code
+    (0 done or no differences, 1 failed, 2 --verify found differences)."""
     try:
-        result = replay_orchestrator(bootstrap=settings.bootstrap_servers, topics=Topics(settings.topic_prefix),
-                                     serde=serde_from_env(), verify_only=args.verify, force=args.force)
+        result = replay_orchestrator(bootstrap=bootstrap, topics=topics, serde=serde, verify_only=verify_only,
+                                     force=force)
     except OrchestratorReplayError as error:
         print(f"payments replay orchestrator: {error}", file=sys.stderr)
         return 1
@@ -281,7 +302,7 @@ def main(args: argparse.Namespace) -> int:
     if len(result.differences) > 50:
         print(f"  ... and {len(result.differences) - 50} more")
     print(f"{len(result.differences)} difference(s) between the changelog and the fold")
-    if args.verify:
+    if verify_only:
         return 0 if not result.differences else 2
     print(f"wrote {result.written} snapshots and {result.tombstones} tombstones in {result.transactions} "
           f"transaction(s), {result.payments_per_s:,.0f} payments/s")

@@ -8,18 +8,16 @@ See docs/saga.md for the state machine, timers, compensation and idempotency rul
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
+from typing import ClassVar
 
 from orchestrator import commands, replies, timers
 from orchestrator.commands import request_hash
+from orchestrator.config import SagaConfig
 from orchestrator.state import SagaState, fold
-from orchestrator.steps import EVENTS, Draft
+from orchestrator.steps import Draft
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
-    FUNDS_REPLIES,
-    PARTNER_REPLIES,
-    RISK_REPLIES,
     FundsCommitResult,
     FundsReleaseResult,
     FundsReservationResult,
@@ -27,11 +25,19 @@ from payments.contracts.participants import (
     PartnerSubmissionResult,
     RiskAssessmentCompleted,
 )
+from payments.contracts.topics import (
+    COMMANDS,
+    EVENTS,
+    FUNDS_COMMANDS,
+    FUNDS_REPLIES,
+    PARTNER_COMMANDS,
+    PARTNER_REPLIES,
+    RISK_COMMANDS,
+    RISK_REPLIES,
+)
 from payments.runtime.logic import Decision, Incoming, JsonState
 
-COMMANDS: Final = "payments.commands"
-
-__all__ = ["COMMANDS", "EVENTS", "OrchestratorLogic", "SagaState", "fold", "request_hash"]
+__all__ = ["OrchestratorLogic", "SagaState", "fold", "request_hash"]
 
 
 def _route(draft: Draft, message: Message) -> None:  # noqa: PLR0911 - one branch per message type
@@ -61,8 +67,12 @@ class OrchestratorLogic(JsonState[SagaState]):
     """The saga as a `payments.runtime.logic.Logic[SagaState]`: one state per payment id."""
 
     state_model = SagaState
-    service: str = "orchestrator"
-    input_topics: tuple[str, ...] = (COMMANDS, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
+    service: ClassVar[str] = "orchestrator"
+    input_topics: ClassVar[tuple[str, ...]] = (COMMANDS, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
+    output_topics: ClassVar[tuple[str, ...]] = (EVENTS, RISK_COMMANDS, FUNDS_COMMANDS, PARTNER_COMMANDS)
+
+    def __init__(self, config: SagaConfig | None = None) -> None:
+        self.config = config or SagaConfig()
 
     def key_of(self, message: Message) -> str:
         return message.payment_id
@@ -74,7 +84,7 @@ class OrchestratorLogic(JsonState[SagaState]):
         return draft.decision()
 
     def fire_timers(self, key: str, state: SagaState, now: datetime) -> Decision[SagaState]:
-        deadline = timers.next_deadline(state)
+        deadline = self.next_deadline(state)
         if deadline is None or deadline > now:
             return Decision(state)
         draft = Draft(payment_id=key, state=state, now=now, causation_id=timers.timer_id(state))
@@ -82,4 +92,4 @@ class OrchestratorLogic(JsonState[SagaState]):
         return draft.decision()
 
     def next_deadline(self, state: SagaState) -> datetime | None:
-        return timers.next_deadline(state)
+        return timers.next_deadline(state, self.config.time_scale)

@@ -13,6 +13,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.ids import derived_id
 from orchestrator.policy import Step
 from payments.contracts.base import SagaEvent
@@ -65,7 +66,7 @@ FAILURE_STAGE_BY_REASON: Final[dict[str, FailureStage]] = {
 }
 
 
-class SagaStateError(AssertionError):
+class SagaStateError(OrchestratorError):
     """An event that cannot follow the state it is applied to: a bug or a corrupted stream."""
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from orchestrator.ids import event_id
 from orchestrator.state import SagaState, SagaStateError, apply, command_id, hold_id, submission_id
 from payments.contracts.base import ParticipantCommand, SagaEvent
 from payments.contracts.events import FundsReleased, ParticipantCommandIssued, PaymentCancelled, PaymentFailed
 from payments.contracts.participants import (
-    FUNDS_COMMANDS,
-    PARTNER_COMMANDS,
-    RISK_COMMANDS,
     AssessRisk,
     CommitFunds,
     QueryPartnerPayment,
@@ -26,9 +23,9 @@ from payments.contracts.participants import (
     ReserveFunds,
     SubmitToPartner,
 )
+from payments.contracts.topics import EVENTS, FUNDS_COMMANDS, PARTNER_COMMANDS, RISK_COMMANDS
 from payments.runtime.logic import Decision, Outgoing
 
-EVENTS: Final = "payments.events"
 E = TypeVar("E", bound=SagaEvent)
 
 

@@ -14,11 +14,11 @@ from orchestrator.steps import Draft, issue, start_release
 from payments.contracts.events import CompensationFailed, FundsReservationFailed, PaymentFailed
 
 
-def next_deadline(state: SagaState) -> datetime | None:
+def next_deadline(state: SagaState, time_scale: float = 1.0) -> datetime | None:
     awaiting = state.awaiting
     if awaiting is None or state.status in TERMINAL or state.status in ALERT:
         return None  # an alert state waits for a late reply or an operator, not for a clock
-    return awaiting.since + window(state.payment_id, awaiting.step, awaiting.attempt)
+    return awaiting.since + window(state.payment_id, awaiting.step, awaiting.attempt, time_scale)
 
 
 def timer_id(state: SagaState) -> str:

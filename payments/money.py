@@ -17,6 +17,8 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from payments.errors import PaymentsError
+
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
@@ -36,7 +38,7 @@ CURRENCY_EXPONENTS: Final[dict[str, int]] = {
 _DECIMAL_STRING = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
-class MoneyError(ValueError):
+class MoneyError(PaymentsError, ValueError):
     """Root of every money error."""
 
 

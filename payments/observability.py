@@ -9,8 +9,9 @@ import sys
 import structlog
 
 
-def configure_logging(service: str) -> None:
-    level = getattr(logging, os.environ.get("PAYMENTS_LOG_LEVEL", "INFO").upper(), logging.INFO)
+def configure_logging(service: str, level_name: str = "INFO") -> None:
+    """JSON lines on stderr, each with the service name and process id; `level_name` as in `logging`."""
+    level = getattr(logging, level_name.upper(), logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

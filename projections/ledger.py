@@ -36,6 +36,8 @@ from payments.contracts.messages import (
     PaymentRefunded,
     PaymentSettled,
 )
+from payments.contracts.topics import EVENTS
+from projections.errors import ProjectionError
 from projections.runner import RecordMeta
 
 # Entry ids are derived from the source event id so that a rebuild writes byte-identical rows.
@@ -44,7 +46,7 @@ _ENTRY_NAMESPACE: Final = uuid.UUID("5b0c4c2e-0d6f-4f55-9b0e-6c6564676572")
 POSTING_EVENTS: Final = (FundsReserved, FundsReleased, FundsCommitted, PaymentSettled, PaymentRefunded)
 
 
-class LedgerError(Exception):
+class LedgerError(ProjectionError):
     """Root of ledger projection errors."""
 
 
@@ -215,7 +217,7 @@ class LedgerProjection:
     """Writes journal entries, postings and balances; a batch at a time, idempotent per event id."""
 
     name: str = "ledger"
-    topics: tuple[str, ...] = ("payments.events",)
+    topics: tuple[str, ...] = (EVENTS,)
 
     def apply(self, cur: Cursor, message: Message, meta: RecordMeta) -> None:
         self.apply_batch(cur, [(message, meta)])

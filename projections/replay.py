@@ -4,8 +4,9 @@ A rebuild, in order:
   1. capture the end offsets (read_committed: the last stable offset) and start offsets of the
      projection's topics; the rebuild stops at these, however much the live topic grows meanwhile;
   2. create a fresh schema `replay_<projection>_<ts>` (`asof_...` with --until) and run the
-     projection's own migration files in it with search_path set to it, plus empty copies of
-     projection_offsets and projection_dead_letters;
+     projection's own migration files (its registry entry lists them) in it with search_path set to
+     it, plus empty copies of projection_offsets and projection_dead_letters; the tables and trigger
+     functions those migrations created are the projection's, and are what steps 4 and 5 use;
   3. run the ordinary ProjectionRunner (read_committed, offsets in the same transaction) with
      search_path set to that schema and its partitions assigned directly (no consumer group, so the
      live projection is not disturbed), until every partition's position reaches its end offset;
@@ -23,16 +24,15 @@ Rolling back is the same swap in the other direction: `payments replay <projecti
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Protocol, TextIO
+from typing import TextIO
 
 import psycopg
 from confluent_kafka import TopicPartition
@@ -43,20 +43,20 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
-from payments.runtime.reader import ReadTimeoutError, committed_records, end_offsets, partitions_of
+from payments.runtime.errors import KafkaCallError
+from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics
-from projections.ledger import LedgerFold, LedgerProjection
-from projections.report import SettlementReportFold, SettlementReportProjection
+from projections.errors import ProjectionError
 from projections.runner import BatchProjection, ProjectionRunner, RecordMeta, RunnerConfig
-from projections.status import PaymentStatusFold, PaymentStatusProjection
+from projections.spec import ProjectionSpec, Rows
 
-Rows = dict[str, list[tuple[object, ...]]]
 Cursor = psycopg.Cursor[tuple[object, ...]]
 LIVE_SCHEMA = "public"
+BOOKKEEPING_TABLES = ("projection_offsets", "projection_dead_letters")  # shared, never moved by a swap
 
 
-class ReplayError(Exception):
+class ReplayError(ProjectionError):
     """Root of replay errors."""
 
 
@@ -68,36 +68,12 @@ class StalledError(ReplayError):
     """The rebuild made no progress for too long before reaching the end offsets."""
 
 
-class Fold(Protocol):
-    def apply(self, message: Message, meta: RecordMeta) -> None: ...
-
-    def rows(self) -> Rows: ...
-
-
 @dataclass(frozen=True)
-class ReplaySpec:
-    """What a replay needs to know about a projection: how to build, fold and move its tables."""
+class OwnedObjects:
+    """A projection's tables and trigger functions (with their argument signatures), as a schema holds them."""
 
-    projection: Callable[[], BatchProjection]
-    fold: Callable[[], Fold]
-    migrations: tuple[str, ...]  # files under projections/migrations that create its tables, in order
-    tables: tuple[str, ...]  # every table it owns (moved by a swap)
-    functions: tuple[str, ...] = ()  # functions its tables' triggers call, with signatures (moved too)
-
-
-SPECS: dict[str, ReplaySpec] = {
-    "ledger": ReplaySpec(
-        projection=LedgerProjection, fold=LedgerFold, migrations=("0002_ledger.sql",),
-        tables=("ledger_payments", "ledger_accounts", "journal_entries", "postings", "account_balances",
-                "ledger_unposted"),
-        functions=("ledger_check_entry_balanced()",)),
-    "settlement_report": ReplaySpec(
-        projection=SettlementReportProjection, fold=SettlementReportFold,
-        migrations=("0003_settlement_report.sql",), tables=("settlement_report", "settlement_report_applied")),
-    "payment_status": ReplaySpec(
-        projection=PaymentStatusProjection, fold=PaymentStatusFold, migrations=("0004_payment_status.sql",),
-        tables=("payment_status", "payment_timeline")),
-}
+    tables: tuple[str, ...]
+    functions: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -141,16 +117,31 @@ def new_schema_name(prefix: str, projection: str, now: datetime | None = None) -
     return f"{prefix}_{projection}_{stamp}"
 
 
-def create_schema(database_url: str, schema: str, spec: ReplaySpec) -> None:
+def create_schema(database_url: str, schema: str, spec: ProjectionSpec) -> OwnedObjects:
+    """Create `schema` with the projection's tables (from its migrations); return what they created."""
     migrations = resources.files("projections.migrations")
     with psycopg.connect(database_url) as conn, conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         for name in spec.migrations:
             conn.execute(migrations.joinpath(name).read_text().encode())
-        for table in ("projection_offsets", "projection_dead_letters"):
+        owned = owned_objects(conn, schema)
+        for table in BOOKKEEPING_TABLES:
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
                 sql.Identifier(schema, table), sql.Identifier(LIVE_SCHEMA, table)))
+    return owned
+
+
+def owned_objects(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> OwnedObjects:
+    """The tables and functions in `schema` other than the shared bookkeeping tables."""
+    tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+                          (schema,)).fetchall()
+    functions = conn.execute(
+        """SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s ORDER BY 1""",
+        (schema,)).fetchall()
+    return OwnedObjects(tuple(str(t) for (t,) in tables if t not in BOOKKEEPING_TABLES),
+                        tuple(str(f) for (f,) in functions))
 
 
 def schema_url(database_url: str, schema: str) -> str:
@@ -236,7 +227,7 @@ def rebuild(runner: ProjectionRunner, bounds: dict[tuple[str, int], tuple[int, i
 # -- step 4: verify -------------------------------------------------------------------------------
 
 
-def fold_records(spec: ReplaySpec, bootstrap: str, bounds: dict[tuple[str, int], tuple[int, int]], serde: Serde,
+def fold_records(spec: ProjectionSpec, bootstrap: str, bounds: dict[tuple[str, int], tuple[int, int]], serde: Serde,
                  *, until_ms: int | None, timeout_s: float = 300.0) -> Rows:
     """A fresh in-memory fold of the same committed records the rebuild read."""
     fold = spec.fold()
@@ -250,7 +241,7 @@ def fold_records(spec: ReplaySpec, bootstrap: str, bounds: dict[tuple[str, int],
             message = _decode(serde, record)
             if message is not None and (until_ms is None or meta.timestamp_ms <= until_ms):
                 fold.apply(message, meta)
-    except ReadTimeoutError as error:
+    except KafkaCallError as error:
         raise StalledError(f"verification read: {error}") from error
     return fold.rows()
 
@@ -289,10 +280,13 @@ def table_checksums(database_url: str, schema: str, tables: Iterable[str]) -> di
                 for table in tables}
 
 
-def verify(database_url: str, schema: str, spec: ReplaySpec, expected_rows: Rows) -> dict[str, tuple[int, str]]:
-    actual = table_checksums(database_url, schema, spec.tables)
-    expected = {table: checksum(expected_rows.get(table, [])) for table in spec.tables}
-    differing = {t: {"rebuilt": actual[t], "fold": expected[t]} for t in spec.tables if actual[t] != expected[t]}
+def verify(database_url: str, schema: str, tables: Sequence[str], expected_rows: Rows) -> dict[str, tuple[int, str]]:
+    unknown = sorted(set(expected_rows) - set(tables))
+    if unknown:
+        raise VerificationError(f"the fold has rows for {unknown}, which the projection's migrations do not create")
+    actual = table_checksums(database_url, schema, tables)
+    expected = {table: checksum(expected_rows.get(table, [])) for table in tables}
+    differing = {t: {"rebuilt": actual[t], "fold": expected[t]} for t in tables if actual[t] != expected[t]}
     if differing:
         raise VerificationError(f"schema {schema} differs from a fresh fold: {differing}")
     return actual
@@ -303,19 +297,25 @@ def verify(database_url: str, schema: str, spec: ReplaySpec, expected_rows: Rows
 
 def swap_in(database_url: str, name: str, source_schema: str, *, live_schema: str = LIVE_SCHEMA,
             now: datetime | None = None) -> str:
-    """Make `source_schema`'s tables the live ones in one transaction; return where the old ones went."""
-    spec = SPECS[name]
+    """Make `source_schema`'s tables the live ones in one transaction; return where the old ones went.
+
+    What moves is what `source_schema` holds (a rebuild, or a retired schema when rolling back): the
+    live tables and functions of the same names go to a new `retired_...` schema.
+    """
     retired = new_schema_name("retired", name, now)
     ident = sql.Identifier
     with psycopg.connect(database_url) as conn, conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '30s'")
+        owned = owned_objects(conn, source_schema)
+        if not owned.tables:
+            raise ReplayError(f"schema {source_schema} holds no tables of projection {name}")
         # Same lock order as the live runner (offset rows first, then tables): no deadlock.
         conn.execute("SELECT 1 FROM projection_offsets WHERE projection = %s FOR UPDATE", (name,))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident(retired)))
         for to_move, target in ((live_schema, retired), (source_schema, live_schema)):
-            for table in spec.tables:
+            for table in owned.tables:
                 conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(ident(to_move, table), ident(target)))
-            for function in spec.functions:
+            for function in owned.functions:
                 conn.execute(sql.SQL("ALTER FUNCTION {}.{} SET SCHEMA {}").format(
                     ident(to_move), sql.SQL(function), ident(target)))
         conn.execute(sql.SQL("CREATE TABLE {} AS SELECT * FROM {} WHERE projection = %s").format(
@@ -333,18 +333,17 @@ def swap_in(database_url: str, name: str, source_schema: str, *, live_schema: st
 # -- the command ----------------------------------------------------------------------------------
 
 
-def replay(name: str, *, bootstrap: str, database_url: str, topics: Topics, serde: Serde,
+def replay(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topics: Topics, serde: Serde,
            until: datetime | None = None, swap: bool = True, config: ReplayConfig | None = None,
            out: TextIO = sys.stderr) -> ReplayResult:
     """Steps 1-5 of the module docstring; --until (`until`) builds `asof_...` and never swaps."""
-    if name not in SPECS:
-        raise ReplayError(f"projection {name!r} cannot be replayed; replayable: {', '.join(sorted(SPECS))}")
-    spec, config = SPECS[name], config or ReplayConfig()
+    config = config or ReplayConfig()
+    name = spec.name
     projection = spec.projection()
     until_ms = None if until is None else int(until.timestamp() * 1000)
     bounds = topic_bounds(bootstrap, [topics.name(t) for t in projection.topics])
     schema = new_schema_name("asof" if until is not None else "replay", name)
-    create_schema(database_url, schema, spec)
+    owned = create_schema(database_url, schema, spec)
     applied: BatchProjection = projection if until_ms is None else _Until(projection, until_ms)
     runner = ProjectionRunner(applied, bootstrap_servers=bootstrap, database_url=schema_url(database_url, schema),
                               topics=topics, serde=serde,
@@ -356,7 +355,8 @@ def replay(name: str, *, bootstrap: str, database_url: str, topics: Topics, serd
     finally:
         runner.close()
     elapsed = time.monotonic() - started
-    checksums = verify(database_url, schema, spec, fold_records(spec, bootstrap, bounds, serde, until_ms=until_ms))
+    checksums = verify(database_url, schema, owned.tables,
+                       fold_records(spec, bootstrap, bounds, serde, until_ms=until_ms))
     result = ReplayResult(schema, records, elapsed, checksums,
                           end_offsets={key: end for key, (_start, end) in bounds.items()})
     if swap and until is None:
@@ -364,22 +364,18 @@ def replay(name: str, *, bootstrap: str, database_url: str, topics: Topics, serd
     return result
 
 
-def main(args: argparse.Namespace) -> int:
-    """The `payments replay` command (arguments from payments.cli)."""
-    from payments.config import Settings
-    from payments.contracts.codec import serde_from_env
-
-    settings = Settings.from_env()
-    if args.swap_in:
-        retired = swap_in(settings.database_url, args.projection, args.swap_in)
-        print(f"swapped in {args.swap_in}; previous live tables are in {retired}")
-        return 0
-    until = None if args.until is None else _parse_until(args.until)
+def run_command(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topics: Topics, serde: Serde,
+                until_text: str | None, no_swap: bool, swap_in_schema: str | None) -> int:
+    """`payments replay <projection> [--until T] [--no-swap] [--swap-in SCHEMA]`; prints the outcome."""
     try:
-        result = replay(args.projection, bootstrap=settings.bootstrap_servers, database_url=settings.database_url,
-                        topics=Topics(settings.topic_prefix), serde=serde_from_env(), until=until,
-                        swap=not args.no_swap)
-    except ReplayError as error:
+        if swap_in_schema:
+            retired = swap_in(database_url, spec.name, swap_in_schema)
+            print(f"swapped in {swap_in_schema}; previous live tables are in {retired}")
+            return 0
+        until = None if until_text is None else parse_until(until_text)
+        result = replay(spec, bootstrap=bootstrap, database_url=database_url, topics=topics, serde=serde,
+                        until=until, swap=not no_swap)
+    except (ReplayError, psycopg.Error) as error:
         print(f"payments replay: {error}", file=sys.stderr)
         return 1
     print(f"rebuilt {result.records} records in {result.elapsed_s:.1f}s ({result.records_per_s:,.0f} records/s)")
@@ -392,6 +388,10 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_until(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+def parse_until(text: str) -> datetime:
+    """An ISO 8601 timestamp; one without an offset is taken as UTC. Raises ReplayError if malformed."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReplayError(f"--until {text!r} is not an ISO 8601 timestamp (e.g. 2026-11-24T12:00:00Z)") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

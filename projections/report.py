@@ -14,6 +14,7 @@ from datetime import UTC, date
 import psycopg
 
 from payments.contracts.messages import Message, SettlementEvent
+from payments.contracts.topics import SETTLEMENTS
 from projections.runner import RecordMeta
 
 Cursor = psycopg.Cursor[tuple[object, ...]]
@@ -70,7 +71,7 @@ class SettlementReportFold:
 
 class SettlementReportProjection:
     name: str = "settlement_report"
-    topics: tuple[str, ...] = ("payments.settlements",)
+    topics: tuple[str, ...] = (SETTLEMENTS,)
 
     def apply(self, cur: Cursor, message: Message, meta: RecordMeta) -> None:
         self.apply_batch(cur, [(message, meta)])

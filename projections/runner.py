@@ -12,10 +12,17 @@ A checkpoint is, in order:
      one; both are idempotent per event id, so a replayed record is a no-op;
   5. upsert the next offset to read for every partition in the batch into projection_offsets;
   6. commit. Kafka's own group offsets are never committed: PostgreSQL is the only position of record.
-On start and on every assignment the consumer seeks to the offsets stored in PostgreSQL. If the
-database transaction fails, it rolls back and the consumer is rewound to the stored offsets, so the
-batch is applied again from scratch after a bounded, growing pause. A batch is bounded by
-`batch_records_max` records and its latency by `poll_timeout_ms`.
+On start and on every assignment the consumer seeks to the offsets stored in PostgreSQL. A batch is
+bounded by `batch_records_max` records and its latency by `poll_timeout_ms`.
+
+Database errors are translated at this edge (projections.errors) and each ends in one outcome:
+  - DatabaseUnavailableError (connection lost or refused, server restarting): the transaction rolled
+    back with its offsets, so the same batch is retried after a growing pause, on a new connection;
+    past `db_retry_attempts_max` the runner is rebuilt (FatalProcessorError), which the process bounds;
+  - ProjectionApplyError (the database refuses what a record makes, e.g. a constraint or an overflow):
+    the batch is applied again one record at a time, each in a savepoint with deferred constraints
+    checked at once, and a refused record goes to projection_dead_letters (`ProjectionApplyError`)
+    in the same transaction as the rest: the partition keeps moving.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Protocol, runtime_checkable
 
 import psycopg
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from psycopg.types.json import Jsonb
 
@@ -36,8 +43,10 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
+from payments.runtime.errors import FatalProcessorError
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
+from projections.errors import DatabaseUnavailableError, ProjectionApplyError, translate
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +92,11 @@ class ProjectionRunner:
         self.config = config or RunnerConfig()
         self._database_url = database_url
         self._topics = topics
-        self._conn = psycopg.connect(database_url)
         self._log = log.bind(projection=projection.name)
+        try:
+            self._conn = psycopg.connect(database_url)
+        except psycopg.Error as error:
+            raise FatalProcessorError(f"cannot connect to the database: {translate(error)}") from error
         # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
         self._positions: dict[tuple[str, int], int | None] = {}
         self.consumer = Consumer({
@@ -100,10 +112,14 @@ class ProjectionRunner:
         })
 
     def run(self, stop: threading.Event) -> None:
+        """Apply batches until `stop`. A Kafka or database error outside a batch's own retries (a rebalance
+        callback reading the stored offsets, say) is fatal for this runner: the caller rebuilds it."""
         self.consumer.subscribe([self._topics.name(t) for t in self.projection.topics], on_assign=self._on_assign)
         try:
             while not stop.is_set():
                 self.step()
+        except (KafkaException, psycopg.Error) as error:
+            raise FatalProcessorError(f"{type(error).__name__} outside a batch: {error}") from error
         finally:
             self.close()
 
@@ -127,26 +143,34 @@ class ProjectionRunner:
     # -- checkpoint ---------------------------------------------------------------------------
 
     def _checkpoint(self, records: list[KafkaRecord]) -> None:
+        isolate = False
         for attempt in range(1, self.config.db_retry_attempts_max + 1):
             try:
-                self._apply_batch(records)
+                self._apply_batch(records, isolate=isolate)
                 return
             except _PositionMoved as moved:
                 self._log.warning("projection_positions_moved", detail=str(moved))
                 self._seek_to_stored(self.consumer.assignment())
                 return
-            except psycopg.OperationalError as error:  # connection lost, server restarting: transient
-                self._log.warning("projection_batch_retry", attempt=attempt, error=str(error))
+            except psycopg.Error as error:
+                failure = translate(error)
+                if isinstance(failure, ProjectionApplyError) and not isolate:
+                    self._log.warning("projection_batch_refused", error=str(failure), records=len(records))
+                    isolate = True  # find the record the database refuses; the rest goes through
+                    continue
+                if isinstance(failure, ProjectionApplyError):
+                    raise  # refused outside any record (the offsets upsert itself): a bug, crash loudly
+                self._log.warning("projection_batch_retry", attempt=attempt, error=str(failure))
                 time.sleep(min(0.1 * 2**attempt, self.config.db_retry_backoff_max_s))
                 self._reconnect()
-        # Still failing: rewind to what PostgreSQL holds and let the caller decide (process exits, restarts).
-        self._seek_to_stored(self.consumer.assignment())
-        raise RuntimeError(f"projection {self.projection.name}: database unavailable after retries")
+        # Still unreachable: rebuild (new connection, positions from PostgreSQL), bounded by the process.
+        raise FatalProcessorError(f"projection {self.projection.name}: database unavailable after "
+                                  f"{self.config.db_retry_attempts_max} attempts")
 
-    def _apply_batch(self, records: list[KafkaRecord]) -> None:
+    def _apply_batch(self, records: list[KafkaRecord], *, isolate: bool = False) -> None:
+        """Steps 2-6 of the module docstring; with `isolate`, each record in its own savepoint."""
         positions: dict[tuple[str, int], int] = {}
         decoded: list[tuple[Message, RecordMeta]] = []
-        batch = isinstance(self.projection, BatchProjection)
         with self._conn.transaction(), self._conn.cursor() as cur:
             self._check_positions(cur, {(r.topic(), r.partition()) for r in records})  # type: ignore[misc]
             for record in records:
@@ -154,14 +178,13 @@ class ProjectionRunner:
                 assert topic is not None and partition is not None and offset is not None
                 meta = RecordMeta(topic, partition, offset, record.timestamp()[1])
                 message = self._decode(cur, record, meta)
-                if message is not None and batch:
-                    decoded.append((message, meta))
+                if message is not None and isolate:
+                    self._apply_isolated(cur, record, message, meta)
                 elif message is not None:
-                    self.projection.apply(cur, message, meta)
+                    decoded.append((message, meta))
                 positions[(topic, partition)] = offset + 1
             if decoded:
-                assert isinstance(self.projection, BatchProjection)
-                self.projection.apply_batch(cur, decoded)
+                self._apply(cur, decoded)
             cur.executemany(
                 """INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
                    VALUES (%s, %s, %s, %s, now())
@@ -179,6 +202,27 @@ class ProjectionRunner:
         if moved:
             raise _PositionMoved(f"expected/stored next offsets differ: {moved}")
 
+    def _apply(self, cur: psycopg.Cursor[tuple[object, ...]], items: list[tuple[Message, RecordMeta]]) -> None:
+        if isinstance(self.projection, BatchProjection):
+            self.projection.apply_batch(cur, items)
+        else:
+            for message, meta in items:
+                self.projection.apply(cur, message, meta)
+
+    def _apply_isolated(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, message: Message,
+                        meta: RecordMeta) -> None:
+        """Apply one record in a savepoint, its deferred constraints checked at once; a refusal dead-letters it."""
+        try:
+            with self._conn.transaction():
+                self._apply(cur, [(message, meta)])
+                cur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # fires this record's deferred checks now
+                cur.execute("SET CONSTRAINTS ALL DEFERRED")
+        except psycopg.Error as error:
+            failure = translate(error)
+            if isinstance(failure, DatabaseUnavailableError):
+                raise
+            self._dead_letter_row(cur, record, meta, "ProjectionApplyError", str(failure))
+
     def _decode(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord,
                 meta: RecordMeta) -> Message | None:
         """The record's message, or None after writing it to projection_dead_letters."""
@@ -190,18 +234,22 @@ class ProjectionRunner:
             message = self.serde.decode(value)
         except (ContractError, _Unusable) as error:
             error_class = error.error_class if isinstance(error, _Unusable) else type(error).__name__
-            self._log.warning("projection_dead_letter", error_class=error_class, topic=meta.topic,
-                              partition=meta.partition, offset=meta.offset)
-            headers = [[name, value_.hex()] for name, value_ in headers_of(record)]
-            cur.execute(
-                """INSERT INTO projection_dead_letters
-                   (projection, topic, partition, "offset", record_key, record_value, headers, error_class, reason)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (projection, topic, partition, "offset") DO NOTHING""",
-                (self.projection.name, meta.topic, meta.partition, meta.offset, record.key(), value,
-                 Jsonb(headers), error_class, str(error)))
+            self._dead_letter_row(cur, record, meta, error_class, str(error))
             return None
         return message
+
+    def _dead_letter_row(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, meta: RecordMeta,
+                         error_class: str, reason: str) -> None:
+        self._log.warning("projection_dead_letter", error_class=error_class, topic=meta.topic,
+                          partition=meta.partition, offset=meta.offset, reason=reason[:500])
+        headers = [[name, value.hex()] for name, value in headers_of(record)]
+        cur.execute(
+            """INSERT INTO projection_dead_letters
+               (projection, topic, partition, "offset", record_key, record_value, headers, error_class, reason)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (projection, topic, partition, "offset") DO NOTHING""",
+            (self.projection.name, meta.topic, meta.partition, meta.offset, record.key(), record.value(),
+             Jsonb(headers), error_class, reason))
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -235,8 +283,8 @@ class ProjectionRunner:
         try:
             self._conn.close()
             self._conn = psycopg.connect(self._database_url)
-        except psycopg.OperationalError as error:
-            self._log.warning("projection_reconnect_failed", error=str(error))
+        except psycopg.Error as error:
+            self._log.warning("projection_reconnect_failed", error=str(translate(error)))
 
 
 

@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 
 from payments.contracts.base import SagaEvent
 from payments.contracts.messages import Message, PaymentInitiated, PaymentRejected
+from payments.contracts.topics import EVENTS
 from projections.runner import RecordMeta
 
 Cursor = psycopg.Cursor[tuple[object, ...]]
@@ -48,7 +49,6 @@ STATUS_BY_EVENT: Final = {
     "PaymentRejected": "REJECTED",
     "CompensationFailed": "COMPENSATION_FAILED",
 }
-TABLES: Final = ("payment_status", "payment_timeline")
 
 
 class StatusRow(NamedTuple):
@@ -66,6 +66,16 @@ class StatusRow(NamedTuple):
     reason_code: str | None
     created_at: datetime
     updated_at: datetime
+
+
+STATUS_COLUMNS: Final = ", ".join(StatusRow._fields)  # named, never `SELECT *`: column order is not a contract
+
+
+_UPSERT_STATUS: Final = f"""
+    INSERT INTO payment_status ({STATUS_COLUMNS}) VALUES ({", ".join(["%s"] * len(StatusRow._fields))})
+    ON CONFLICT (payment_id) DO UPDATE SET
+        status = EXCLUDED.status, last_seq = EXCLUDED.last_seq, last_event_type = EXCLUDED.last_event_type,
+        reason_code = EXCLUDED.reason_code, updated_at = EXCLUDED.updated_at"""
 
 
 class TimelineRow(NamedTuple):
@@ -135,7 +145,7 @@ class PaymentStatusProjection:
     """Writes a batch with a bounded number of statements: the fold does the logic, SQL stores rows."""
 
     name: str = "payment_status"
-    topics: tuple[str, ...] = ("payments.events",)
+    topics: tuple[str, ...] = (EVENTS,)
 
     def apply(self, cur: Cursor, message: Message, meta: RecordMeta) -> None:
         self.apply_batch(cur, [(message, meta)])
@@ -151,10 +161,10 @@ class PaymentStatusProjection:
         cur.execute("SELECT event_id FROM payment_timeline WHERE event_id = ANY(%s)",
                     ([m.event_id for m, _ in events if isinstance(m, SagaEvent)],))
         fold.seen.update(str(row[0]) for row in cur.fetchall())
-        cur.execute("SELECT * FROM payment_status WHERE payment_id = ANY(%s) ORDER BY payment_id FOR UPDATE",
-                    (sorted({m.payment_id for m, _ in events}),))
+        cur.execute(f"SELECT {STATUS_COLUMNS} FROM payment_status WHERE payment_id = ANY(%s) "
+                    "ORDER BY payment_id FOR UPDATE", (sorted({m.payment_id for m, _ in events}),))
         for row in cur.fetchall():
-            loaded = StatusRow(*row)  # type: ignore[arg-type]  # columns in StatusRow's order
+            loaded = StatusRow(*row)  # type: ignore[arg-type]  # STATUS_COLUMNS is StatusRow's fields, in order
             fold.status[loaded.payment_id] = loaded
         for message, meta in events:
             fold.apply(message, meta)
@@ -164,12 +174,4 @@ class PaymentStatusProjection:
                    VALUES (%s, %s, %s, %s, %s, %s)""",
                 [(*row[:5], Jsonb(row.detail)) for row in fold.timeline.values()])
         if fold.changed:
-            cur.executemany(
-                """INSERT INTO payment_status (payment_id, status, payer_account, payee_account, amount_minor,
-                       currency, partner, last_seq, last_event_type, reason_code, created_at, updated_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (payment_id) DO UPDATE SET
-                       status = EXCLUDED.status, last_seq = EXCLUDED.last_seq,
-                       last_event_type = EXCLUDED.last_event_type, reason_code = EXCLUDED.reason_code,
-                       updated_at = EXCLUDED.updated_at""",
-                [tuple(fold.status[pid]) for pid in sorted(fold.changed)])
+            cur.executemany(_UPSERT_STATUS, [tuple(fold.status[pid]) for pid in sorted(fold.changed)])

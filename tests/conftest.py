@@ -58,7 +58,7 @@ def kafka_bootstrap(stack_dir: Path) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
     else:
-        from payments.stack import KafkaNode
+        from ops.stack import KafkaNode
 
         node = KafkaNode(stack_dir / "kafka", port=_free_port(), controller_port=_free_port())
         node.start()
@@ -79,14 +79,14 @@ def postgres_server_url(stack_dir: Path) -> Iterator[str]:
         with PostgresContainer("postgres:17", driver=None) as container:
             yield container.get_connection_url()
     else:
-        from payments.stack import PostgresNode
+        from ops.stack import PostgresNode
 
         node = PostgresNode(stack_dir / "postgres", port=_free_port())
         node.start()
         try:
             yield node.url
         finally:
-            node.stop()
+            node.purge()  # as root the server's files may live outside stack_dir (ops.stack.postgres)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from confluent_kafka import Producer
 
+from ops.registry import topology
+from ops.supervisor import ServiceProcess
 from payments.contracts.codec import Serde, SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, Message
@@ -19,10 +21,9 @@ from payments.money import Money
 from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics, ensure_topics
-from payments.runtime.topology import all_topics
-from payments.supervisor import ServiceProcess
 
 T = TypeVar("T")
+PARTITIONS = 6  # the default of PAYMENTS_PARTITIONS, which the services under test use
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
@@ -54,7 +55,7 @@ def make_initiate(amount_minor: int = 1250, currency: str = "EUR", **overrides: 
 
 
 def setup_topics(bootstrap: str, topics: Topics) -> None:
-    ensure_topics(bootstrap, all_topics(topics))
+    ensure_topics(bootstrap, topology(topics, PARTITIONS))
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[Message], key_of: Callable[[Message], str],

@@ -15,6 +15,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from consumers.errors import ParticipantError
 from payments.money import Money, MoneyError
 
 SEED_FILE: Final = "seed-accounts.json"
@@ -25,7 +26,7 @@ HoldStatus = Literal["HELD", "RELEASED", "COMMITTED"]
 NonNegative = Annotated[int, Field(ge=0)]
 
 
-class FundsError(Exception):
+class FundsError(ParticipantError):
     """Root of the funds participant's errors."""
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,8 +32,6 @@ from consumers.ids import reply_id
 from payments.contracts.codes import CommitOutcome, ReleaseOutcome, ReservationOutcome
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
-    FUNDS_COMMANDS,
-    FUNDS_REPLIES,
     CommitFunds,
     FundsCommitResult,
     FundsReleaseResult,
@@ -41,6 +39,7 @@ from payments.contracts.participants import (
     ReleaseFunds,
     ReserveFunds,
 )
+from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
 from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
@@ -127,8 +126,9 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
     """The `Logic` of the funds service. Seed accounts are read once, at construction."""
 
     state_model = FundsState
-    service: str = SERVICE
-    input_topics: tuple[str, ...] = (FUNDS_COMMANDS,)
+    service: ClassVar[str] = SERVICE
+    input_topics: ClassVar[tuple[str, ...]] = (FUNDS_COMMANDS,)
+    output_topics: ClassVar[tuple[str, ...]] = (FUNDS_REPLIES,)
 
     def __init__(self, seed: dict[str, Account] | None = None, seed_path: Path | None = None) -> None:
         self.seed = seed if seed is not None else load_seed(seed_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from consumers.errors import ParticipantError
 from payments.contracts.codes import PartnerStatus
 from payments.contracts.codes import SubmissionOutcome as SubmissionCode
 from payments.money import Money
@@ -22,7 +23,7 @@ TIMEOUT = "TIMEOUT"
 PARTNER_UNAVAILABLE = "PARTNER_UNAVAILABLE"
 
 
-class PartnerError(Exception):
+class PartnerError(ParticipantError):
     """Root of partner adapter errors."""
 
 

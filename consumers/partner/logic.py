@@ -18,7 +18,7 @@ back (same reply_id and content) without calling the partner again.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,13 +32,12 @@ from consumers.partner.client import (
 )
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
-    PARTNER_COMMANDS,
-    PARTNER_REPLIES,
     PartnerQueryResult,
     PartnerSubmissionResult,
     QueryPartnerPayment,
     SubmitToPartner,
 )
+from payments.contracts.topics import PARTNER_COMMANDS, PARTNER_REPLIES
 from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "partner"
@@ -78,8 +77,9 @@ class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
     """The `Logic` of the partner service; `client` is the partner adapter (the simulator by default)."""
 
     state_model = PartnerState
-    service: str = SERVICE
-    input_topics: tuple[str, ...] = (PARTNER_COMMANDS,)
+    service: ClassVar[str] = SERVICE
+    input_topics: ClassVar[tuple[str, ...]] = (PARTNER_COMMANDS,)
+    output_topics: ClassVar[tuple[str, ...]] = (PARTNER_REPLIES,)
 
     def __init__(self, client: PartnerClient) -> None:
         self.client = client

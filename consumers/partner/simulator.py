@@ -32,11 +32,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final, Literal
 
-from consumers.partner.client import TIMEOUT, QueryOutcome, SubmissionOutcome
+from consumers.partner.client import TIMEOUT, PartnerError, QueryOutcome, SubmissionOutcome
 from payments.money import Money
-from payments.stack import stack_home
 
 DEFAULT_DATA_DIR: Final = ".stack/partner"
+DEFAULT_LATENCY_P99_FACTOR: Final = 5.0  # p99 = 5 x median when only the median is given
 LOG_FILE: Final = "submissions.jsonl"
 REPORT_COLUMNS: Final = ("date", "submission_id", "partner_reference", "amount_minor", "currency", "status")
 DECLINE_CODE: Final = "INSUFFICIENT_FUNDS_AT_PARTNER"
@@ -45,8 +45,8 @@ Z_99: Final = 2.3263478740408408  # standard normal quantile at 0.99
 LATENCY_MS_MAX: Final = 30_000.0  # a bound on any one simulated call
 
 
-class SimulatorConfigError(ValueError):
-    """A PAYMENTS_PARTNER_* setting is malformed or out of range."""
+class SimulatorConfigError(PartnerError, ValueError):
+    """A simulator setting (PAYMENTS_PARTNER_*) is malformed or out of range."""
 
 
 @dataclass(frozen=True)
@@ -67,28 +67,16 @@ class SimulatorConfig:
             raise SimulatorConfigError("latency must satisfy 0 <= median <= p99 <= "
                                        f"{LATENCY_MS_MAX}, got {self.latency_median_ms}/{self.latency_p99_ms}")
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> SimulatorConfig:
-        """PAYMENTS_PARTNER_{DECLINE,ERROR,TIMEOUT}_RATE, _LATENCY_MS ("median" or "median,p99"), _SEED,
-        _DATA_DIR (default: the local stack's `.stack/partner`). An unset knob keeps the demo default."""
-        values = dict(os.environ if env is None else env)
-        prefix = "PAYMENTS_PARTNER_"
-        try:
-            latency = values.get(prefix + "LATENCY_MS", "20")
-            median_text, _, p99_text = latency.partition(",")
-            median = float(median_text)
-            return cls(
-                decline_rate=float(values.get(prefix + "DECLINE_RATE", "0.1")),
-                error_rate=float(values.get(prefix + "ERROR_RATE", "0.0")),
-                timeout_rate=float(values.get(prefix + "TIMEOUT_RATE", "0.05")),
-                latency_median_ms=median,
-                latency_p99_ms=float(p99_text) if p99_text else median * 5,
-                seed=int(values.get(prefix + "SEED", "7")),
-                data_dir=Path(values.get(prefix + "DATA_DIR") or stack_home() / "partner"))
-        except ValueError as error:
-            if isinstance(error, SimulatorConfigError):
-                raise
-            raise SimulatorConfigError(f"malformed PAYMENTS_PARTNER_* setting: {error}") from error
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """(median, p99) in ms from "median" or "median,p99" (p99 defaults to 5 x median)."""
+    median_text, _, p99_text = text.partition(",")
+    try:
+        median = float(median_text)
+        p99 = float(p99_text) if p99_text.strip() else median * DEFAULT_LATENCY_P99_FACTOR
+    except ValueError:
+        raise SimulatorConfigError(f"latency must be 'median' or 'median,p99' in ms, got {text!r}") from None
+    return median, p99
 
 
 @dataclass(frozen=True)

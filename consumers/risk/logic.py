@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,7 +17,8 @@ from consumers.ids import reply_id
 from consumers.risk.scoring import RiskModel, assess, load_model
 from payments.contracts.codes import RiskDecision
 from payments.contracts.messages import Message
-from payments.contracts.participants import RISK_COMMANDS, RISK_REPLIES, AssessRisk, RiskAssessmentCompleted
+from payments.contracts.participants import AssessRisk, RiskAssessmentCompleted
+from payments.contracts.topics import RISK_COMMANDS, RISK_REPLIES
 from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "risk"
@@ -51,8 +53,9 @@ class RiskLogic(JsonState[RiskState], NoTimers[RiskState]):
     """The `Logic` of the risk service. The model is loaded once, at construction (not in decide)."""
 
     state_model = RiskState
-    service: str = SERVICE
-    input_topics: tuple[str, ...] = (RISK_COMMANDS,)
+    service: ClassVar[str] = SERVICE
+    input_topics: ClassVar[tuple[str, ...]] = (RISK_COMMANDS,)
+    output_topics: ClassVar[tuple[str, ...]] = (RISK_REPLIES,)
 
     def __init__(self, model: RiskModel | None = None, model_path: Path | None = None) -> None:
         self.model = model if model is not None else load_model(model_path)

@@ -20,6 +20,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from consumers.errors import ParticipantError
 from payments.contracts.codes import RiskDecision
 from payments.money import Money, is_known_currency
 from payments.money import exponent as currency_exponent
@@ -43,7 +44,7 @@ UNKNOWN_CURRENCY: Final = "UNKNOWN_CURRENCY"
 SCORE_ABOVE_THRESHOLD: Final = "SCORE_ABOVE_THRESHOLD"
 
 
-class RiskModelError(ValueError):
+class RiskModelError(ParticipantError, ValueError):
     """The model file is missing, not JSON, or does not satisfy the model file format."""
 
 

@@ -15,6 +15,7 @@ in the log). A refund whose settlement was never seen cannot be published; it is
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,11 +23,10 @@ from consumers.ids import derived_event_id
 from payments.contracts.events import PaymentRefunded, PaymentSettled
 from payments.contracts.messages import Message
 from payments.contracts.settlements import SettlementEvent
+from payments.contracts.topics import EVENTS, SETTLEMENTS
 from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
 
 SERVICE = "settlement"
-EVENTS = "payments.events"
-SETTLEMENTS = "payments.settlements"
 
 
 class SettledFacts(BaseModel):
@@ -51,8 +51,9 @@ def settlement_event_id(source_event_id: str) -> str:
 
 class SettlementPublisherLogic(JsonState[SettlementState], NoTimers[SettlementState]):
     state_model = SettlementState
-    service: str = SERVICE
-    input_topics: tuple[str, ...] = (EVENTS,)
+    service: ClassVar[str] = SERVICE
+    input_topics: ClassVar[tuple[str, ...]] = (EVENTS,)
+    output_topics: ClassVar[tuple[str, ...]] = (SETTLEMENTS,)
 
     def key_of(self, message: Message) -> str:
         return message.payment_id

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from payments.contracts import topics
 from payments.contracts.types import Long, Str, UtcMillis
 
 
@@ -14,7 +15,8 @@ class Message(BaseModel):
     """A frozen value that is one Avro record.
 
     Subclasses set `AVRO_NAME` (the record's full name, also the CloudEvents `ce_type`)
-    and `TOPIC` (where it is published; the Kafka key is always `payment_id`).
+    and `TOPIC` (where it is published, a constant of `payments.contracts.topics`). The Kafka
+    key is the `payment_id`, except for funds commands, which are keyed by their `account`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,7 +53,7 @@ class Message(BaseModel):
 class Command(Message):
     """An upstream command on payments.commands."""
 
-    TOPIC: ClassVar[str] = "payments.commands"
+    TOPIC: ClassVar[str] = topics.COMMANDS
 
     command_id: Str
     idempotency_key: Str
@@ -68,7 +70,7 @@ class Command(Message):
 class SagaEvent(Message):
     """A fact decided by the orchestrator, on payments.events."""
 
-    TOPIC: ClassVar[str] = "payments.events"
+    TOPIC: ClassVar[str] = topics.EVENTS
 
     event_id: Str
     seq: Long

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -26,6 +26,7 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 from pydantic import ValidationError
 
 from payments.contracts.base import Message
+from payments.contracts.envelope import CONTENT_TYPE_CONFLUENT, CONTENT_TYPE_SINGLE_OBJECT
 from payments.contracts.errors import (
     ContractError,
     EncodeError,
@@ -47,10 +48,7 @@ SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 SINGLE_OBJECT_HEADER_BYTES: Final = len(SINGLE_OBJECT_MAGIC) + FINGERPRINT_BYTES
 CONFLUENT_MAGIC: Final = b"\x00"
 CONFLUENT_HEADER_BYTES: Final = 5
-SCHEMA_REGISTRY_URL_ENV: Final = "SCHEMA_REGISTRY_URL"
 
-CONTENT_TYPE_SINGLE_OBJECT: Final = "application/avro"
-CONTENT_TYPE_CONFLUENT: Final = "application/vnd.confluent.avro"
 
 
 class Serde(Protocol):
@@ -211,10 +209,11 @@ class ConfluentRegistrySerde:
         return to_message(writer.name, datum)
 
 
-def serde_from_env(environ: dict[str, str] | None = None, *, store: SchemaStore | None = None) -> Serde:
-    """ConfluentRegistrySerde when SCHEMA_REGISTRY_URL is set, else SingleObjectSerde."""
-    env = os.environ if environ is None else environ
-    url = env.get(SCHEMA_REGISTRY_URL_ENV, "").strip()
+def serde_for(schema_registry_url: str | None, *, schemas_dir: Path | None = None) -> Serde:
+    """ConfluentRegistrySerde when a registry URL is given, else SingleObjectSerde; schemas from
+    `schemas_dir` (default: the checkout's `schemas/`)."""
+    store = SchemaStore(schemas_dir) if schemas_dir is not None else default_store()
+    url = (schema_registry_url or "").strip()
     if url:
         return ConfluentRegistrySerde(url, store=store)
     return SingleObjectSerde(store)
@@ -227,5 +226,5 @@ __all__ = [
     "ContractError",
     "Serde",
     "SingleObjectSerde",
-    "serde_from_env",
+    "serde_for",
 ]

@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 from payments.contracts.base import Message
-from payments.contracts.codec import CONTENT_TYPE_SINGLE_OBJECT
 from payments.contracts.errors import InvalidHeaderError, MissingHeaderError
 
 SPEC_VERSION: Final = "1.0"
+CONTENT_TYPE_SINGLE_OBJECT: Final = "application/avro"  # Avro single-object encoding
+CONTENT_TYPE_CONFLUENT: Final = "application/vnd.confluent.avro"  # Confluent Schema Registry wire format
 H_ID: Final = "ce_id"
 H_TYPE: Final = "ce_type"
 H_SOURCE: Final = "ce_source"

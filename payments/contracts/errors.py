@@ -3,8 +3,10 @@ carrying a machine-readable `reason`, so a consumer can dead-letter it with that
 
 from __future__ import annotations
 
+from payments.errors import PaymentsError
 
-class ContractError(Exception):
+
+class ContractError(PaymentsError):
     """Root of every error of the message-contracts layer."""
 
     reason: str = "contract_error"

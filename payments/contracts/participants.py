@@ -1,4 +1,5 @@
-"""Participant commands and replies (risk, funds, partner), all keyed by payment_id."""
+"""Participant commands and replies (risk, funds, partner). Keys: payment id, except funds commands,
+which are keyed by the account they touch (see docs/contracts.md)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ from payments.contracts.codes import (
     SubmissionOutcome,
 )
 from payments.contracts.events import ScoreBp
+from payments.contracts.topics import (
+    FUNDS_COMMANDS,
+    FUNDS_REPLIES,
+    PARTNER_COMMANDS,
+    PARTNER_REPLIES,
+    RISK_COMMANDS,
+    RISK_REPLIES,
+)
 from payments.contracts.types import Str
 from payments.money import Money
-
-RISK_COMMANDS = "risk.commands"
-RISK_REPLIES = "risk.replies"
-FUNDS_COMMANDS = "funds.commands"
-FUNDS_REPLIES = "funds.replies"
-PARTNER_COMMANDS = "partner.commands"
-PARTNER_REPLIES = "partner.replies"
 
 
 class AssessRisk(ParticipantCommand):

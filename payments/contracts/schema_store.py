@@ -7,7 +7,6 @@ so each is parsed on its own with a fresh fastavro name table.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,16 +19,13 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from payments.contracts.errors import SchemaStoreError, UnknownMessageTypeError, UnknownSchemaError
 
-SCHEMAS_DIR_ENV: Final = "PAYMENTS_SCHEMAS_DIR"
 FINGERPRINT_BYTES: Final = 8
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
 
 def default_schemas_dir() -> Path:
-    """`$PAYMENTS_SCHEMAS_DIR`, else `<repo root>/schemas`."""
-    override = os.environ.get(SCHEMAS_DIR_ENV)
-    if override:
-        return Path(override)
+    """`schemas/` of the checkout this package runs from (an editable install); elsewhere the entry
+    point passes the directory in (`PAYMENTS_SCHEMAS_DIR`, see ops.settings)."""
     return Path(__file__).resolve().parents[2] / "schemas"
 
 

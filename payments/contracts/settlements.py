@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from payments.contracts.base import Message
 from payments.contracts.codes import SettlementKind
+from payments.contracts.topics import SETTLEMENTS
 from payments.contracts.types import Int, Str, UtcMillis
 from payments.money import Money
 
@@ -19,7 +20,7 @@ SETTLEMENT_SCHEMA_VERSION = 1
 
 class SettlementEvent(Message):
     AVRO_NAME: ClassVar[str] = "payments.settlements.SettlementEvent"
-    TOPIC: ClassVar[str] = "payments.settlements"
+    TOPIC: ClassVar[str] = SETTLEMENTS
 
     event_id: Str
     settled_at: UtcMillis

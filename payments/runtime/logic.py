@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,10 +48,15 @@ class Logic(Protocol[S]):
 
     `decide` and `fire_timers` must be pure: same inputs, same outputs, no side effects. The loop
     may call them again for the same input after an aborted transaction.
+
+    `service` names the consumer group, the transactional id and the changelog; `input_topics` and
+    `output_topics` are base topic names (`payments.contracts.topics`). The topology is derived from
+    them, and the loop refuses (dead-letters) a decision that emits to a topic not in `output_topics`.
     """
 
-    service: str
-    input_topics: tuple[str, ...]
+    service: ClassVar[str]
+    input_topics: ClassVar[tuple[str, ...]]
+    output_topics: ClassVar[tuple[str, ...]]
 
     def key_of(self, message: Message) -> str: ...
 

@@ -6,71 +6,60 @@ unique per live instance.
 
 A checkpoint (one Kafka transaction) is, in order:
   1. begin the transaction;
-  2. for each consumed record (until `batch_time_budget_ms` is spent; the rest is read again after the
-     commit): decode and validate it (bad input -> a dead-letter record), call the
-     pure `decide`, produce its outgoing messages;
-  3. fire due timers through the pure `fire_timers`, produce their messages;
+  2. for each consumed record (until `batch_time_budget_ms` is spent; the consumer is sought back to
+     the first record not taken, which is read again after the commit): decode and validate it (bad
+     input -> a dead-letter record), call the pure `decide` and encode its outgoing messages (an
+     exception from either -> a `ProcessingError` dead letter, nothing of the record's decision is
+     kept), produce them;
+  3. fire due timers through the pure `fire_timers`, produce their messages (an exception -> logged,
+     the timer fires again `timer_retry_ms` later);
   4. produce one snapshot per changed key to the compacted changelog (tombstone when deleted);
   5. send the consumed positions (next offset to read) with the group metadata;
-  6. commit. Only then do the batch's state changes become the in-memory state.
-librdkafka error classes are followed exactly: retriable -> call again (bounded); abortable ->
-abort, drop the batch's state changes, rewind the consumer to the committed positions; fatal (e.g.
-fenced) -> `FatalProcessorError`, and the caller rebuilds the whole processor from committed state.
+  6. commit. Only then do the batch's state changes become the committed state.
+
+librdkafka's error classes are followed exactly (docs/architecture.md §2):
+  - retriable -> call the same API again (bounded, backoff);
+  - txn_requires_abort -> abort, drop the batch's state changes, put the batch's timers back, seek every
+    assigned partition to its committed position (the batch is read and decided again);
+  - fatal (fenced), a retriable error past its bound, a failed abort, or any other Kafka error ->
+    `FatalProcessorError`: the caller rebuilds the whole processor from committed Kafka state.
 """
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers, parse_headers
 from payments.contracts.errors import ContractError
+from payments.runtime.clients import LoopClients, WireHeaders
+from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter
+from payments.runtime.errors import FatalProcessorError, ServiceError
 from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
-from payments.runtime.reader import ReadTimeoutError, committed_records, wait_until_stable
 from payments.runtime.records import data_records, headers_of
+from payments.runtime.state import Key, PartitionedState
 from payments.runtime.topics import Topics
 
 S = TypeVar("S")
 log = structlog.get_logger(__name__)
+Produced = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+Changes = dict[Key, Any]
 
 
-class FatalProcessorError(RuntimeError):
-    """The producer is fenced or otherwise unusable: rebuild the processor from committed state."""
-
-
-@dataclass(frozen=True)
-class ProcessorConfig:
-    batch_records_max: int = 500
-    poll_timeout_ms: int = 100
-    transaction_timeout_ms: int = 10_000  # bounds how long a crashed instance's open transaction blocks readers
-    # A batch stops taking records once this much time went into it (a slow partner call, say): the rest
-    # is read again after the commit. Keeps every transaction well inside transaction_timeout_ms.
-    batch_time_budget_ms: int = 4_000
-    call_timeout_s: float = 30.0
-    retriable_attempts_max: int = 10
-    record_bytes_max: int = 512 * 1024
-    restore_timeout_s: float = 120.0
+class UndeclaredOutputError(ServiceError):
+    """A decision emitted to a topic its Logic does not declare in `output_topics` (a bug in the Logic)."""
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class _Pending(Generic[S]):
-    """State changes of the open transaction, keyed by (partition, key). Merged only after commit."""
-
-    states: dict[tuple[int, str], S | None]
 
 
 class Processor(Generic[S]):
@@ -78,57 +67,51 @@ class Processor(Generic[S]):
         self,
         logic: Logic[S],
         *,
-        bootstrap_servers: str,
+        clients: LoopClients,
         topics: Topics,
         serde: Serde,
         instance_id: str,
         config: ProcessorConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
-        extra_consumer_config: dict[str, Any] | None = None,
     ) -> None:
         self.logic = logic
         self.topics = topics
         self.serde = serde
         self.config = config or ProcessorConfig()
         self.clock = clock
-        self._bootstrap = bootstrap_servers
+        self.consumer = clients.consumer
+        self.producer = clients.producer
+        self._changelog_reader = clients.changelog
         self._changelog = topics.changelog(logic.service)
         self._inputs = {topics.name(base): base for base in logic.input_topics}
-        self._states: dict[int, dict[str, S]] = {}
-        self._timers: list[tuple[datetime, int, str]] = []
-        self._committed: dict[tuple[str, int], int] = {}
+        self._outputs = frozenset(logic.output_topics)
+        self.state: PartitionedState[S] = PartitionedState(logic.next_deadline)
+        self._committed: dict[tuple[str, int], int] = {}  # next offset to read, as committed
         self._log = log.bind(service=logic.service, instance=instance_id)
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": topics.group(logic.service),
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "partition.assignment.strategy": "range",  # co-partitioned inputs: same partition numbers together
-            "max.poll.interval.ms": 60_000,
-            "session.timeout.ms": 10_000,
-            **(extra_consumer_config or {}),
-        })
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap_servers,
-            "transactional.id": f"{topics.group(logic.service)}-{instance_id}",
-            "transaction.timeout.ms": self.config.transaction_timeout_ms,
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",  # same partition for a key as Java producers upstream
-            "linger.ms": 5,
-        })
-        self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
+        try:
+            self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
+        except KafkaException as error:
+            raise FatalProcessorError(f"init_transactions failed: {error.args[0]}") from error
 
     # -- public -------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Process until `stop` is set; then close cleanly (leave the group, flush nothing half-done)."""
+        """Process until `stop` is set; then close cleanly (leave the group, nothing half-done).
+
+        A Kafka error that escapes a checkpoint (from `consume`, a rebalance callback or a seek) is
+        fatal for this processor: the caller rebuilds it from committed state.
+        """
         self.consumer.subscribe(list(self._inputs), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         try:
             while not stop.is_set():
                 self.step()
+        except KafkaException as error:
+            raise FatalProcessorError(f"Kafka error outside a checkpoint: {error.args[0]}") from error
+        except ServiceError as error:
+            if isinstance(error, FatalProcessorError):
+                raise
+            raise FatalProcessorError(f"{type(error).__name__}: {error}") from error
         finally:
             self.close()
 
@@ -137,42 +120,35 @@ class Processor(Generic[S]):
         records = self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
         records = data_records(records, self._log)
         now = self.clock()
-        due = self._pop_due_timers(now)
+        due = self.state.pop_due(now, self.config.batch_records_max)
         if not records and not due:
             return 0
-        self._checkpoint(records, due, now)
-        return len(records)
+        return self._checkpoint(records, due, now)
 
     def close(self) -> None:
         try:
             self.consumer.close()
+        except KafkaException as error:  # closing a fenced or disconnected client: nothing left to save
+            self._log.warning("consumer_close_failed", error=str(error))
         finally:
             self.producer.flush(5)
 
     def state_of(self, key: str) -> S | None:
         """The committed state of `key` if this instance owns it (for inspection and tests)."""
-        for partition_states in self._states.values():
-            if key in partition_states:
-                return partition_states[key]
-        return None
+        return self.state.find(key)
 
     # -- checkpoint ---------------------------------------------------------------------------
 
-    def _checkpoint(self, records: list[Message], due: list[tuple[int, str]], now: datetime) -> None:
-        pending: _Pending[S] = _Pending(states={})
+    def _checkpoint(self, records: list[Message], due: list[Key], now: datetime) -> int:
+        """Steps 1-6 of the module docstring; returns the records committed (0 after an abort)."""
+        changes: Changes = {}
         started = time.monotonic()
         try:
             self.producer.begin_transaction()
-            for index, record in enumerate(records):
-                if index and (time.monotonic() - started) * 1000 > self.config.batch_time_budget_ms:
-                    self._log.info("batch_cut_short", processed=index, left=len(records) - index)
-                    self._seek_to_first(records[index:])
-                    records = records[:index]
-                    break
-                self._handle_record(record, pending, now)
+            records = self._handle_records(records, changes, now, started)
             for partition, key in due:
-                self._handle_timer(partition, key, pending, now)
-            self._produce_snapshots(pending)
+                self._handle_timer(partition, key, changes, now)
+            self._produce_snapshots(changes)
             positions = self._positions_after(records)
             if positions:
                 self._call(lambda: self.producer.send_offsets_to_transaction(
@@ -180,67 +156,99 @@ class Processor(Generic[S]):
                     "send_offsets_to_transaction")
             self._call(lambda: self.producer.commit_transaction(self.config.call_timeout_s), "commit_transaction")
         except KafkaException as error:
-            kafka_error: KafkaError = error.args[0]
-            if kafka_error.fatal() or not kafka_error.txn_requires_abort():
-                raise FatalProcessorError(str(kafka_error)) from error
-            self._log.warning("transaction_aborted", error=str(kafka_error), records=len(records))
-            self._call(lambda: self.producer.abort_transaction(self.config.call_timeout_s), "abort_transaction")
-            self._rewind()
-            return
-        self._apply(pending)
+            self._after_failed_transaction(error.args[0], due, len(records))
+            return 0
+        self.state.commit(changes)
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+        return len(records)
 
-    def _handle_record(self, record: Message, pending: _Pending[S], now: datetime) -> None:
-        incoming_or_dead = self._decode(record)
-        if isinstance(incoming_or_dead, DeadLetter):
-            self._dead_letter(record, incoming_or_dead)
-            return
-        incoming = incoming_or_dead
-        state = self._current(pending, incoming.partition, incoming.key)
+    def _after_failed_transaction(self, error: KafkaError, due: list[Key], records: int) -> None:
+        if error.fatal() or not error.txn_requires_abort():
+            raise FatalProcessorError(str(error))
+        self._log.warning("transaction_aborted", error=str(error), records=records)
         try:
-            decision = self.logic.decide(state, incoming, now)
-        except Exception as error:  # a bug must not stop the partition: park the record, alert on the DLQ
+            self._call(lambda: self.producer.abort_transaction(self.config.call_timeout_s), "abort_transaction")
+        except KafkaException as abort_error:
+            raise FatalProcessorError(f"abort_transaction failed: {abort_error.args[0]}") from abort_error
+        self.state.rearm(due)
+        self._rewind()
+
+    def _handle_records(self, records: list[Message], changes: Changes, now: datetime,
+                        started: float) -> list[Message]:
+        """Handle records until the time budget is spent; return those handled (the rest is read again)."""
+        for index, record in enumerate(records):
+            if index and (time.monotonic() - started) * 1000 > self.config.batch_time_budget_ms:
+                self._log.info("batch_cut_short", processed=index, left=len(records) - index)
+                self._seek_to_first(records[index:])
+                return records[:index]
+            self._handle_record(record, changes, now)
+        return records
+
+    def _handle_record(self, record: Message, changes: Changes, now: datetime) -> None:
+        incoming = self._decode(record)
+        if isinstance(incoming, DeadLetter):
+            self._dead_letter(record, incoming)
+            return
+        try:
+            decision = self.logic.decide(self._current(changes, incoming.partition, incoming.key), incoming, now)
+            produced = self._encode(decision.outgoing, incoming.envelope.traceparent)
+        except Exception as error:  # a bug or an unencodable output must not stop the partition: park the record
             self._log.exception("decide_failed", topic=incoming.topic, offset=incoming.offset)
             self._dead_letter(record, self._dead(record, "ProcessingError", f"{type(error).__name__}: {error}"))
             return
-        self._emit(decision, incoming.partition, incoming.key, pending, incoming.envelope.traceparent)
+        self._apply(decision, incoming.partition, incoming.key, produced, changes)
 
-    def _handle_timer(self, partition: int, key: str, pending: _Pending[S], now: datetime) -> None:
-        state = self._current(pending, partition, key)
+    def _handle_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
+        state = self._current(changes, partition, key)
         if state is None:
             return
         deadline = self.logic.next_deadline(state)
         if deadline is None or deadline > now:  # the timer was cancelled or moved by a later message
             return
-        self._emit(self.logic.fire_timers(key, state, now), partition, key, pending, None)
+        try:
+            decision = self.logic.fire_timers(key, state, now)
+            produced = self._encode(decision.outgoing, None)
+        except Exception:  # a bug: no record to park, so try again later instead of in a hot loop
+            retry_at = now + timedelta(milliseconds=self.config.timer_retry_ms)
+            self._log.exception("timer_failed", partition=partition, key=key, retry_at=retry_at.isoformat())
+            self.state.retry_at((partition, key), retry_at)
+            return
+        self._apply(decision, partition, key, produced, changes)
 
-    def _emit(self, decision: Decision[S], partition: int, key: str, pending: _Pending[S],
-              traceparent: str | None) -> None:
-        pending.states[(partition, key)] = decision.state
-        for outgoing in decision.outgoing:
-            self._produce(outgoing, traceparent)
+    def _apply(self, decision: Decision[S], partition: int, key: str, produced: list[Produced],
+               changes: Changes) -> None:
+        changes[(partition, key)] = decision.state
+        for topic, out_key, value, headers in produced:
+            self._produce_raw(topic, out_key, value, headers)
 
-    def _produce(self, outgoing: Outgoing, traceparent: str | None) -> None:
-        value = self.serde.encode(outgoing.message)
-        headers = build_headers(outgoing.message, source=self.logic.service, traceparent=traceparent)
-        self._produce_raw(self.topics.name(outgoing.destination), outgoing.key.encode(), value, headers)
+    def _encode(self, outgoing: tuple[Outgoing, ...], traceparent: str | None) -> list[Produced]:
+        """Every outgoing message as a record, or an exception before anything is produced."""
+        produced: list[Produced] = []
+        for message in outgoing:
+            if message.destination not in self._outputs:
+                raise UndeclaredOutputError(f"{self.logic.service} emitted to {message.destination}, "
+                                            f"not among its output_topics {sorted(self._outputs)}")
+            headers = build_headers(message.message, source=self.logic.service, traceparent=traceparent,
+                                    content_type=self.serde.content_type)
+            produced.append((self.topics.name(message.destination), message.key.encode(),
+                             self.serde.encode(message.message), headers))
+        return produced
 
     def _produce_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                     headers: list[tuple[str, bytes]] | None, partition: int | None = None) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
-        if partition is not None:
-            kwargs["partition"] = partition
+                     headers: list[tuple[str, bytes]] | None, partition: int = -1) -> None:
+        wire: WireHeaders | None = None if headers is None else [*headers]
         for _ in range(self.config.retriable_attempts_max):
             try:
-                self.producer.produce(topic, **kwargs)
+                self.producer.produce(topic, value=value, key=key, partition=partition, headers=wire)
                 return
             except BufferError:  # local queue full: let librdkafka deliver, then try again
                 self.producer.poll(0.1)
         raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, "producer queue stayed full", txn_requires_abort=True))
 
-    def _produce_snapshots(self, pending: _Pending[S]) -> None:
-        for (partition, key), state in pending.states.items():
+    def _produce_snapshots(self, changes: Changes) -> None:
+        # Encoding a state the Logic built cannot fail short of a bug in its model: that is fatal here.
+        for (partition, key), state in changes.items():
             value = None if state is None else self.logic.encode_state(state)
             self._produce_raw(self._changelog, key.encode(), value, None, partition=partition)
 
@@ -267,16 +275,13 @@ class Processor(Generic[S]):
         if self.logic.key_of(message) != key_text:
             return self._dead(record, "KeyMismatch",
                               f"key {key_text!r} differs from the message's id {self.logic.key_of(message)!r}")
-        topic = record.topic()
-        partition = record.partition()
-        offset = record.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = _position(record)
         return Incoming(topic=self._inputs.get(topic, topic), partition=partition, offset=offset,
                         key=key_text, message=message, envelope=envelope)
 
-    def _dead(self, record: Message, error_class: str, reason: str) -> DeadLetter:
-        topic, partition, offset = record.topic(), record.partition(), record.offset()
-        assert topic is not None and partition is not None and offset is not None
+    @staticmethod
+    def _dead(record: Message, error_class: str, reason: str) -> DeadLetter:
+        topic, partition, offset = _position(record)
         return DeadLetter(error_class, reason, topic, partition, offset)
 
     def _dead_letter(self, record: Message, dead: DeadLetter) -> None:
@@ -284,43 +289,20 @@ class Processor(Generic[S]):
                           topic=dead.source_topic, partition=dead.source_partition, offset=dead.source_offset)
         self._produce_raw(self.topics.dlq, record.key(), record.value(), dead.headers(headers_of(record)))
 
-    # -- state, timers, positions -------------------------------------------------------------
+    # -- state and positions ------------------------------------------------------------------
 
-    def _current(self, pending: _Pending[S], partition: int, key: str) -> S | None:
-        if (partition, key) in pending.states:
-            return pending.states[(partition, key)]
-        return self._states.get(partition, {}).get(key)
-
-    def _apply(self, pending: _Pending[S]) -> None:
-        for (partition, key), state in pending.states.items():
-            if partition not in self._states:
-                continue  # revoked meanwhile: the new owner restores it from the changelog
-            if state is None:
-                self._states[partition].pop(key, None)
-            else:
-                self._states[partition][key] = state
-                self._schedule(partition, key, state)
-
-    def _schedule(self, partition: int, key: str, state: S) -> None:
-        deadline = self.logic.next_deadline(state)
-        if deadline is not None:
-            heapq.heappush(self._timers, (deadline, partition, key))
-
-    def _pop_due_timers(self, now: datetime) -> list[tuple[int, str]]:
-        due: list[tuple[int, str]] = []
-        while self._timers and self._timers[0][0] <= now and len(due) < self.config.batch_records_max:
-            _, partition, key = heapq.heappop(self._timers)
-            if key in self._states.get(partition, {}) and (partition, key) not in due:
-                due.append((partition, key))
-        return due
+    def _current(self, changes: Changes, partition: int, key: str) -> S | None:
+        if (partition, key) in changes:
+            state: S | None = changes[(partition, key)]
+            return state
+        return self.state.get(partition, key)
 
     @staticmethod
     def _positions_after(records: list[Message]) -> list[TopicPartition]:
         """The next offset to read per partition: last consumed offset + 1."""
         last: dict[tuple[str, int], int] = {}
         for record in records:
-            topic, partition, offset = record.topic(), record.partition(), record.offset()
-            assert topic is not None and partition is not None and offset is not None
+            topic, partition, offset = _position(record)
             last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
         return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
@@ -328,8 +310,7 @@ class Processor(Generic[S]):
         """Make the consumer return `unprocessed` again: seek each partition to its first such offset."""
         first: dict[tuple[str, int], int] = {}
         for record in unprocessed:
-            topic, partition, offset = record.topic(), record.partition(), record.offset()
-            assert topic is not None and partition is not None and offset is not None
+            topic, partition, offset = _position(record)
             first.setdefault((topic, partition), offset)
         for (topic, partition), offset in first.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -342,48 +323,44 @@ class Processor(Generic[S]):
 
     # -- rebalance ----------------------------------------------------------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
         # Committed offsets first: with read_committed librdkafka waits until a previous owner's
         # pending transactional offset commit is resolved, so the changelog read next is complete.
-        committed = consumer.committed(partitions, timeout=self.config.restore_timeout_s)
-        for tp in committed:
+        for tp in self.consumer.committed(partitions, timeout=self.config.restore_timeout_s):
             if tp.offset >= 0:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
-        numbers = sorted({tp.partition for tp in partitions} - set(self._states))
+        numbers = sorted({tp.partition for tp in partitions} - self.state.partitions)
         # The offsets are stable, but the previous owner's commit marker may still be on its way to the
         # changelog partition: restore only once no transaction is open there, or the last snapshot is missed.
-        if numbers and not wait_until_stable(self._bootstrap, [(self._changelog, p) for p in numbers],
-                                             2 * self.config.transaction_timeout_ms / 1000):
+        if numbers and not self._changelog_reader.wait_stable(numbers, 2 * self.config.transaction_timeout_ms / 1000):
             self._log.warning("changelog_transaction_still_open", partitions=numbers)
+        restored = self._restore(numbers)
         for partition in numbers:
-            self._states[partition] = {}
-        for partition, key, state in self._restore(numbers):
-            self._states[partition][key] = state
-            self._schedule(partition, key, state)
+            self.state.assign(partition, restored.get(partition, {}).items())
         self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
-                       restored=sum(len(self._states[p]) for p in numbers))
+                       restored=sum(len(restored.get(p, {})) for p in numbers))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: object, partitions: list[TopicPartition]) -> None:
         # consume() runs outside any transaction, so nothing is in flight here: drop the state only.
         for tp in partitions:
-            self._states.pop(tp.partition, None)
+            self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)
         self._log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
-    def _restore(self, partitions: list[int]) -> Iterator[tuple[int, str, S]]:
-        """Read the changelog partitions to their end (last stable offset); yield the live states."""
-        latest: dict[tuple[int, str], bytes | None] = {}
-        try:
-            for record in committed_records(self._bootstrap, [(self._changelog, p) for p in partitions],
-                                            timeout_s=self.config.restore_timeout_s):
-                record_key, partition = record.key(), record.partition()
-                assert record_key is not None and partition is not None, "changelog records are keyed"
-                latest[(partition, record_key.decode())] = record.value()
-        except ReadTimeoutError as error:
-            raise FatalProcessorError(f"changelog restore failed: {error}") from error
+    def _restore(self, partitions: list[int]) -> dict[int, dict[str, S]]:
+        """Read the changelog partitions to their end (last stable offset); return the live states."""
+        latest: dict[tuple[int, bytes], bytes | None] = {}
+        if partitions:
+            try:
+                for partition, key, value in self._changelog_reader.read(partitions, self.config.restore_timeout_s):
+                    latest[(partition, key)] = value
+            except ServiceError as error:
+                raise FatalProcessorError(f"changelog restore failed: {error}") from error
+        restored: dict[int, dict[str, S]] = {}
         for (partition, key), value in latest.items():
             if value is not None:
-                yield partition, key, self.logic.decode_state(value)
+                restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
+        return restored
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -399,3 +376,9 @@ class Processor(Generic[S]):
                     raise
                 self._log.info("retrying_transactional_call", call=what, attempt=attempt, error=str(kafka_error))
                 time.sleep(min(0.05 * 2**attempt, 2.0))
+
+
+def _position(record: Message) -> tuple[str, int, int]:
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    assert topic is not None and partition is not None and offset is not None, "a consumed record has a position"
+    return topic, partition, offset

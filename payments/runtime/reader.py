@@ -16,6 +16,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaErr
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
+from payments.runtime.errors import KafkaCallError, ReadTimeoutError
+
 Partition = tuple[str, int]
 CONSUME_BATCH_MAX = 2000
 LIST_OFFSETS_ATTEMPTS_MAX = 10
@@ -27,20 +29,27 @@ TRANSIENT_CODES = frozenset({
 POLL_TIMEOUT_S = 0.5
 
 
-class ReadTimeoutError(TimeoutError):
-    """The read did not reach the end offsets in time."""
-
-
 def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
+    """Every partition of `topics`; KafkaCallError if the metadata cannot be had or a topic does not exist."""
+    wanted = list(topics)
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    metadata = admin.list_topics(timeout=10).topics
-    return [(topic, p) for topic in topics for p in sorted(metadata[topic].partitions)]
+    try:
+        metadata = admin.list_topics(timeout=10).topics
+    except KafkaException as error:
+        raise KafkaCallError(f"listing topics failed: {error.args[0]}") from error
+    missing = [topic for topic in wanted if topic not in metadata]
+    if missing:
+        raise KafkaCallError(f"no such topic: {', '.join(missing)}")
+    return [(topic, p) for topic in wanted for p in sorted(metadata[topic].partitions)]
 
 
 def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bool = False,
                 committed_only: bool = True) -> dict[Partition, int]:
     """The end of each partition: the last stable offset (read_committed), or with `committed_only=False`
-    the high watermark; with `earliest=True` its first offset instead."""
+    the high watermark; with `earliest=True` its first offset instead.
+
+    Transient errors (a new topic, a moving leader) are retried with a bound; past it, or for any
+    other error, KafkaCallError."""
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
@@ -56,7 +65,7 @@ def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bo
             kafka_error: KafkaError = error.args[0]
             transient = kafka_error.retriable() or kafka_error.code() in TRANSIENT_CODES
             if not transient or attempt == LIST_OFFSETS_ATTEMPTS_MAX:
-                raise
+                raise KafkaCallError(f"list_offsets failed after {attempt} attempt(s): {kafka_error}") from error
             time.sleep(min(0.05 * 2**attempt, 1.0))
     raise AssertionError("unreachable: the loop returns or raises")
 

@@ -1,29 +1,29 @@
-"""Run one service process: signals, rebuild-on-fatal, and a bound on how often it rebuilds."""
+"""The life of one service process: signals, rebuild-on-fatal with a bound, and the exit code it ends with.
+
+The exit codes a supervisor (systemd, Kubernetes, `ops.supervisor`) sees are the EXIT_* constants
+below; docs/operations.md lists them with what to do about each.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Final, Protocol
 
 import structlog
 
-from payments.config import Settings
-from payments.contracts.codec import serde_from_env
-from payments.observability import configure_logging
-from payments.runtime.logic import Logic
-from payments.runtime.processor import FatalProcessorError, Processor, ProcessorConfig
-from payments.runtime.topics import Topics, ensure_topics
-from payments.runtime.topology import all_topics
+from payments.runtime.errors import FatalProcessorError, TopologyError
 
-S = TypeVar("S")
+EXIT_OK: Final = 0  # stopped by SIGTERM/SIGINT after finishing its checkpoint
+EXIT_CRASH: Final = 1  # an unexpected exception (a bug): Python's own exit code for one
+EXIT_CONFIG: Final = 2  # bad configuration or topology (a topic with the wrong partition count): fix, then restart
+EXIT_REBUILDS_EXHAUSTED: Final = 3  # fatal errors kept coming after `rebuilds_max` rebuilds: restart and alert
+
+REBUILDS_MAX: Final = 20
+REBUILD_PAUSE_S: Final = 1.0
 
 log = structlog.get_logger(__name__)
-REBUILDS_MAX = 20
-REBUILD_PAUSE_S = 1.0
 
 
 class Runnable(Protocol):
@@ -40,41 +40,26 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name: str) -> None:
-    """Build and run the service; after a fatal (e.g. fenced) error, rebuild it from committed state.
+def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name: str, *,
+                      rebuilds_max: int = REBUILDS_MAX, pause_s: float = REBUILD_PAUSE_S) -> int:
+    """Build and run the service until `stop`; after a fatal (e.g. fenced) error, rebuild it from
+    committed state. Returns the process's exit code.
 
-    Rebuilding is bounded: a service that keeps failing exits with the last error so the
-    supervisor (systemd, Kubernetes) restarts it and the alert fires.
+    Rebuilding is bounded: a service that keeps failing exits with EXIT_REBUILDS_EXHAUSTED so the
+    supervisor restarts it and the alert fires. A topology error exits at once (EXIT_CONFIG).
     """
-    for attempt in range(1, REBUILDS_MAX + 1):
+    for attempt in range(1, rebuilds_max + 1):
         try:
             build().run(stop)
-            return
+            return EXIT_OK
+        except TopologyError as error:
+            log.error("service_misconfigured", service=name, error=str(error))
+            return EXIT_CONFIG
         except FatalProcessorError as error:
             log.error("service_rebuild", service=name, attempt=attempt, error=str(error))
-            if stop.is_set() or attempt == REBUILDS_MAX:
-                raise
-            time.sleep(REBUILD_PAUSE_S)
-
-
-def processor_config_from_env() -> ProcessorConfig:
-    return ProcessorConfig(batch_records_max=int(os.environ.get("PAYMENTS_BATCH_MAX", "500")),
-                           batch_time_budget_ms=int(os.environ.get("PAYMENTS_BATCH_BUDGET_MS", "4000")))
-
-
-def serve(logic_factory: Callable[[], Logic[S]], name: str) -> int:
-    """The whole life of a Kafka->Kafka service process: logs, topics, signals, run, rebuild on fatal."""
-    configure_logging(name)
-    settings = Settings.from_env()
-    topics = Topics(settings.topic_prefix)
-    ensure_topics(settings.bootstrap_servers, all_topics(topics))
-    stop = threading.Event()
-    install_signal_handlers(stop)
-
-    def build() -> Processor[S]:
-        return Processor(logic_factory(), bootstrap_servers=settings.bootstrap_servers, topics=topics,
-                         serde=serde_from_env(), instance_id=settings.instance_id,
-                         config=processor_config_from_env())
-
-    run_until_stopped(build, stop, name)
-    return 0
+            if stop.is_set():
+                return EXIT_OK
+            if attempt < rebuilds_max:
+                stop.wait(pause_s)
+    log.error("service_rebuilds_exhausted", service=name, rebuilds=rebuilds_max)
+    return EXIT_REBUILDS_EXHAUSTED

@@ -1,56 +1,52 @@
-"""Topic names and their declared shape. Topics are created by the project, never by accident.
+"""Topic names under the deployment's prefix, their declared shape, and their creation.
 
-Every payment-keyed topic has the same partition count and all our producers use the murmur2
+Topics are created by the project, never by accident (the broker's auto-create is off). Every
+payment-keyed topic has the same partition count and all our producers use the murmur2
 partitioner (the Java client's default), so one payment id maps to the same partition number on
 every topic: one instance owns all of a payment's traffic (co-partitioning).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-PAYMENT_PARTITIONS = int(os.environ.get("PAYMENTS_PARTITIONS", "6"))
+from payments.contracts import topics as base
+from payments.runtime.errors import TopologyError
+
 CREATE_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names, optionally under a prefix (tests isolate themselves with one)."""
+    """Topic and consumer group names, optionally under a prefix (tests and the demo isolate runs with one)."""
 
     prefix: str = ""
 
-    def name(self, base: str) -> str:
-        return f"{self.prefix}{base}"
+    def name(self, base_name: str) -> str:
+        return f"{self.prefix}{base_name}"
 
     @property
     def commands(self) -> str:
-        return self.name("payments.commands")
+        return self.name(base.COMMANDS)
 
     @property
     def events(self) -> str:
-        return self.name("payments.events")
+        return self.name(base.EVENTS)
 
     @property
     def settlements(self) -> str:
-        return self.name("payments.settlements")
+        return self.name(base.SETTLEMENTS)
 
     @property
     def dlq(self) -> str:
-        return self.name("payments.dlq")
+        return self.name(base.DLQ)
 
     def changelog(self, service: str) -> str:
-        return self.name(f"{service}.changelog")
-
-    def participant_commands(self, participant: str) -> str:
-        return self.name(f"{participant}.commands")
-
-    def participant_replies(self, participant: str) -> str:
-        return self.name(f"{participant}.replies")
+        return self.name(base.changelog(service))
 
     def group(self, service: str) -> str:
         return f"{self.prefix}{service}"
@@ -59,7 +55,7 @@ class Topics:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    partitions: int = PAYMENT_PARTITIONS
+    partitions: int
     compacted: bool = False
 
     def new_topic(self) -> NewTopic:
@@ -77,7 +73,7 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
     missing = [spec for spec in specs if spec.name not in existing]
     for spec in specs:
         if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
-            raise RuntimeError(f"topic {spec.name} has {len(existing[spec.name].partitions)} partitions, "
+            raise TopologyError(f"topic {spec.name} has {len(existing[spec.name].partitions)} partitions, "
                                f"expected {spec.partitions}: co-partitioning requires equal counts")
     if not missing:
         return

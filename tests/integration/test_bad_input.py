@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from ops.supervisor import ServiceProcess
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, Message, PaymentInitiated, PaymentRejected
 from payments.money import Money
 from payments.runtime.deadletter import DeadLetter, original_headers
 from payments.runtime.topics import Topics
-from payments.supervisor import ServiceProcess
 from tests.support import (
     decode_all,
     make_initiate,

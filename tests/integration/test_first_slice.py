@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from ops.supervisor import ServiceProcess
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import PaymentInitiated
 from payments.runtime.topics import Topics
-from payments.supervisor import ServiceProcess
 from tests.support import (
     decode_all,
     make_initiate,

@@ -17,6 +17,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from ops.registry import topology
+from ops.supervisor import ServiceProcess, start_all
 from orchestrator.replay import live_states, read_changelog, replay_orchestrator
 from orchestrator.state import SagaState
 from payments.contracts.messages import (
@@ -33,11 +35,19 @@ from payments.contracts.messages import (
 from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFunds, SubmitToPartner
 from payments.money import Money
 from payments.runtime.topics import Topics, ensure_topics
-from payments.runtime.topology import all_topics
-from payments.supervisor import ServiceProcess, start_all
 from tests.integration.test_projections import produce_events
 from tests.integration.test_saga_paths import FAST_ENV
-from tests.support import decode_all, make_initiate, produce, read_all, serde, service, setup_topics, wait_for
+from tests.support import (
+    PARTITIONS,
+    decode_all,
+    make_initiate,
+    produce,
+    read_all,
+    serde,
+    service,
+    setup_topics,
+    wait_for,
+)
 from tests.unit.saga.harness import (
     Saga,
     commit_reply,
@@ -93,7 +103,7 @@ def _recreate_changelog(bootstrap: str, topics: Topics) -> None:
 
     def recreated() -> bool:
         try:  # creation fails while the broker is still finishing the deletion: try again until it works
-            ensure_topics(bootstrap, all_topics(topics))
+            ensure_topics(bootstrap, topology(topics, PARTITIONS))
         except KafkaException:
             return False
         return True
@@ -145,7 +155,7 @@ def test_orchestrator_states_rebuilt_from_events_equal_the_lost_changelog_and_th
     _recreate_changelog(kafka_bootstrap, topics)
     assert read_changelog(kafka_bootstrap, changelog) == {}
     cli_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "PAYMENTS_TOPIC_PREFIX": topics.prefix}
-    command = [sys.executable, "-m", "payments.cli", "replay", "orchestrator"]
+    command = [sys.executable, "-m", "ops.cli", "replay", "orchestrator"]
     verify = subprocess.run([*command, "--verify"], env=cli_env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert verify.returncode == 2, (verify.stdout, verify.stderr)  # every payment is missing

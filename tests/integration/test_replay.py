@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from ops.registry import PROJECTIONS
 from payments.runtime.topics import Topics
 from projections.ledger import LedgerProjection
 from projections.replay import replay, swap_in, table_checksums
@@ -50,7 +51,7 @@ def test_replay_equals_the_live_ledger_swaps_in_and_the_live_runner_continues(
         live = table_checksums(database_url, "public", LEDGER_TABLES)
 
         progress = io.StringIO()
-        result = replay("ledger", bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
+        result = replay(PROJECTIONS["ledger"], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
                         serde=serde(), out=progress)
         sys.stderr.write(f"\nreplay progress: {progress.getvalue().rsplit(chr(13), 1)[-1]}")
         assert "records/s" in progress.getvalue() and "ETA" in progress.getvalue()
@@ -79,7 +80,7 @@ def test_swapping_in_a_rebuild_that_is_behind_makes_the_live_runner_rewind_witho
     with running(LedgerProjection(), bootstrap=kafka_bootstrap, database_url=database_url, topics=topics):
         wait_for(lambda: count(database_url, "SELECT count(*) FROM journal_entries") == posting_event_count(events),
                  60, "the live ledger to catch up")
-        result = replay("ledger", bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
+        result = replay(PROJECTIONS["ledger"], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
                         serde=serde(), swap=False, out=io.StringIO())
         assert result.retired_schema is None and _schemas(database_url, "replay_ledger_") == [result.schema]
         # The live projection moves past the rebuild's end offsets before the swap.
@@ -108,8 +109,8 @@ def test_until_rebuilds_the_earlier_state_into_an_asof_schema_and_does_not_swap(
     for batch, age in ((earlier, timedelta(hours=2)), (later, timedelta(hours=1))):
         produce_events(kafka_bootstrap, topics.events, batch, timestamp_ms=int((now - age).timestamp() * 1000))
 
-    result = replay("ledger", bootstrap=kafka_bootstrap, database_url=database_url, topics=topics, serde=serde(),
-                    until=now - timedelta(minutes=90), out=io.StringIO())
+    result = replay(PROJECTIONS["ledger"], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
+                    serde=serde(), until=now - timedelta(minutes=90), out=io.StringIO())
 
     assert result.schema.startswith("asof_ledger_") and result.retired_schema is None
     assert table_checksums(database_url, result.schema, LEDGER_TABLES) == fold_of(earlier)
@@ -124,7 +125,7 @@ def test_replay_command_rebuilds_the_settlement_report_and_rolls_back_with_swap_
     produce_events(kafka_bootstrap, topics.settlements, events)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix}
-    command = [sys.executable, "-m", "payments.cli", "replay", "settlement_report"]
+    command = [sys.executable, "-m", "ops.cli", "replay", "settlement_report"]
 
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.messages import (
     CancelPayment,
     FundsReleased,
@@ -38,7 +39,6 @@ from payments.contracts.messages import (
 )
 from payments.money import Money
 from payments.runtime.topics import Topics
-from payments.supervisor import ServiceProcess, start_all
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration

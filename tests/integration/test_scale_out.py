@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.messages import Message, PaymentCancelled, PaymentFailed, PaymentSettled
-from payments.runtime.topics import PAYMENT_PARTITIONS, Topics
-from payments.supervisor import ServiceProcess, start_all
-from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
+from payments.runtime.topics import Topics
+from tests.support import PARTITIONS, decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
     # The survivor took over every partition after the kill: the failover really happened.
     assignments = [json.loads(line) for line in second.log_path.read_text().splitlines()
                    if '"partitions_assigned"' in line]
-    assert len({p.split("[")[1] for p in assignments[-1]["partitions"]}) == PAYMENT_PARTITIONS, assignments
+    assert len({p.split("[")[1] for p in assignments[-1]["partitions"]}) == PARTITIONS, assignments
 
     events = decode_all(read_all(kafka_bootstrap, topics.events))
     by_payment: dict[str, list[Message]] = defaultdict(list)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.supervisor import start_all
 from payments.contracts.messages import PaymentSettled, SubmitToPartner
+from payments.contracts.topics import PARTNER_COMMANDS
 from payments.runtime.topics import Topics
-from payments.supervisor import start_all
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,6 @@ def test_slow_partner_calls_cut_batches_short_and_every_payment_settles_once(
     assert "batch_cut_short" in partner_log  # the budget was hit, and nothing was lost or doubled for it
     settled = [e for e in decode_all(read_all(kafka_bootstrap, topics.events)) if isinstance(e, PaymentSettled)]
     assert sorted(e.payment_id for e in settled) == sorted(c.payment_id for c in commands)
-    submissions = [c for c in decode_all(read_all(kafka_bootstrap, topics.participant_commands("partner")))
+    submissions = [c for c in decode_all(read_all(kafka_bootstrap, topics.name(PARTNER_COMMANDS)))
                    if isinstance(c, SubmitToPartner)]
     assert len(submissions) == 60

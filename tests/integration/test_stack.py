@@ -12,8 +12,8 @@ import psutil
 import psycopg
 import pytest
 
-from payments.stack import LocalStack
-from payments.stack.process import ProcessHandle
+from ops.stack import LocalStack
+from ops.stack.process import ProcessHandle
 
 pytestmark = [
     pytest.mark.integration,

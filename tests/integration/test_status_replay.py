@@ -16,15 +16,17 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from ops.registry import PROJECTIONS
 from payments.contracts.messages import Message, PaymentInitiated, PaymentRejected
 from payments.runtime.topics import Topics
 from projections.replay import checksum, replay, table_checksums
 from projections.runner import RecordMeta
-from projections.status import STATUS_BY_EVENT, TABLES, PaymentStatusFold, PaymentStatusProjection
+from projections.status import STATUS_BY_EVENT, PaymentStatusFold, PaymentStatusProjection
 from tests.integration.test_projections import count, produce_events, running
 from tests.support import serde, setup_topics, wait_for
 from tests.unit.projections.test_status_fold import status_lifecycle
 
+TABLES = ("payment_status", "payment_timeline")  # what migration 0004 creates
 pytestmark = pytest.mark.integration
 META = RecordMeta("payments.events", 0, 0, 0)
 
@@ -111,8 +113,8 @@ def test_replay_of_payment_status_equals_the_live_tables_the_original_sql_and_a_
         assert live == expected, "the batch projection differs from the fold"
 
         progress = io.StringIO()
-        result = replay("payment_status", bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
-                        serde=serde(), out=progress)
+        result = replay(PROJECTIONS["payment_status"], bootstrap=kafka_bootstrap, database_url=database_url,
+                        topics=topics, serde=serde(), out=progress)
         sys.stderr.write(f"\npayment_status replay: {result.records} records in {result.elapsed_s:.2f}s, "
                          f"{result.records_per_s:,.0f} records/s\n")
         assert result.records == len(events)
@@ -138,7 +140,7 @@ def test_replay_command_until_builds_the_earlier_payment_status_in_an_asof_schem
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix}
     until = (now - timedelta(minutes=90)).isoformat()
-    done = subprocess.run([sys.executable, "-m", "payments.cli", "replay", "payment_status", "--until", until],
+    done = subprocess.run([sys.executable, "-m", "ops.cli", "replay", "payment_status", "--until", until],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     schema = done.stdout.rsplit("schema: ", 1)[1].strip()

@@ -10,8 +10,6 @@ from consumers.funds.accounts import Account, HoldConflictError, SeedError, load
 from consumers.funds.logic import FundsLogic, FundsState
 from consumers.ids import reply_id
 from payments.contracts.participants import (
-    FUNDS_COMMANDS,
-    FUNDS_REPLIES,
     CommitFunds,
     FundsCommitResult,
     FundsReleaseResult,
@@ -19,6 +17,7 @@ from payments.contracts.participants import (
     ReleaseFunds,
     ReserveFunds,
 )
+from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
 from tests.unit.consumers.helpers import NOW, incoming
 

@@ -9,7 +9,8 @@ import pytest
 from consumers.ids import reply_id
 from consumers.risk.logic import RiskLogic, RiskState
 from consumers.risk.scoring import RiskModelError, load_model
-from payments.contracts.participants import RISK_COMMANDS, RISK_REPLIES, AssessRisk, RiskAssessmentCompleted
+from payments.contracts.participants import AssessRisk, RiskAssessmentCompleted
+from payments.contracts.topics import RISK_COMMANDS, RISK_REPLIES
 from payments.money import Money
 from tests.unit.consumers.helpers import NOW, incoming
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from payments.contracts.codec import (
     ConfluentRegistrySerde,
     SingleObjectSerde,
-    serde_from_env,
+    serde_for,
 )
 from payments.contracts.errors import (
     ContractError,
@@ -286,6 +286,7 @@ def test_confluent_unknown_schema_id_and_bad_magic() -> None:
         serde.decode(b"\x00\x00")
 
 
-def test_serde_from_env_picks_the_wire_format() -> None:
-    assert isinstance(serde_from_env({}), SingleObjectSerde)
-    assert isinstance(serde_from_env({"SCHEMA_REGISTRY_URL": "mock://contracts-test-3"}), ConfluentRegistrySerde)
+def test_serde_for_picks_the_wire_format_from_the_registry_url() -> None:
+    assert isinstance(serde_for(None), SingleObjectSerde)
+    assert isinstance(serde_for("  "), SingleObjectSerde)
+    assert isinstance(serde_for("mock://contracts-test-3"), ConfluentRegistrySerde)

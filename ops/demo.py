@@ -1,7 +1,8 @@
 """`payments demo`: the main job on the embedded default, start to finish.
 
 1. bring the local stack up (Kafka + PostgreSQL) unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL say otherwise;
-2. start every service as its own process, on topics under a fresh prefix so runs never mix;
+2. start every service and projection of the registry as its own process, on topics under a fresh
+   prefix so runs never mix;
 3. publish a batch of sample payments (several currencies, 0/2/3 decimal places);
 4. wait, with a deadline, until the read model has an outcome for each, and print it;
 5. stop the services (SIGTERM, clean group leave) and the stack it started.
@@ -20,21 +21,18 @@ import psycopg
 from confluent_kafka import Producer
 from psycopg import sql
 
-from payments.config import Settings
-from payments.contracts.codec import serde_from_env
+from ops.registry import process_args, topology
+from ops.settings import Settings
+from ops.stack import LocalStack
+from ops.supervisor import ServiceProcess, start_all
+from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
 from payments.money import Money, is_known_currency
+from payments.runtime.clients import WireHeaders
 from payments.runtime.topics import Topics, ensure_topics
-from payments.runtime.topology import all_topics
-from payments.stack import LocalStack, stack_home
-from payments.supervisor import ServiceProcess, start_all
 from projections.migrate import migrate
 
-SERVICES: list[list[str]] = [
-    ["orchestrator"], ["risk"], ["funds"], ["partner"], ["settlement"],
-    ["projection", "payment_status"], ["projection", "ledger"], ["projection", "settlement_report"],
-]
 # The demo is deterministic: ordinary payees are accepted by the simulated partner, and the
 # `acc-sim-*` payees force a decline or a lost reply (see docs/participants.md). Saga timers run 50x faster.
 DEMO_ENV = {"PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
@@ -77,13 +75,14 @@ def sample_commands() -> list[InitiatePayment]:
     return commands
 
 
-def publish(settings: Settings, topics: Topics, commands: list[InitiatePayment]) -> None:
-    serde = serde_from_env()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
+def publish(bootstrap_servers: str, serde: Serde, topics: Topics, commands: list[InitiatePayment]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "partitioner": "murmur2_random",
                          "enable.idempotence": True})
     for command in commands:
+        headers: WireHeaders = [*build_headers(command, source="demo", traceparent=None,
+                                               content_type=serde.content_type)]
         producer.produce(topics.commands, key=command.payment_id.encode(), value=serde.encode(command),
-                         headers=list(build_headers(command, source="demo", traceparent=None)))
+                         headers=headers)
     left = producer.flush(30)
     if left:
         raise RuntimeError(f"{left} demo commands were not delivered")
@@ -124,28 +123,27 @@ def fresh_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def main() -> int:
-    stack = LocalStack(stack_home())
+def main(settings: Settings) -> int:
+    stack = LocalStack.of(settings)
     was_running = stack.kafka.is_running() and stack.postgres.is_running()
     print("starting the local stack (Kafka KRaft + PostgreSQL)...", flush=True)
     stack.up()
     run = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
-    settings = Settings.from_env()
     topics = Topics(prefix=f"{run}.")
-    ensure_topics(settings.bootstrap_servers, all_topics(topics))
-    database_url = fresh_database(settings.database_url, run)
+    ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
+    database_url = fresh_database(settings.database, run)
     migrate(database_url)
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
            **DEMO_ENV}
-    services = [ServiceProcess(args, log_dir=log_dir, env=env) for args in SERVICES]
+    services = [ServiceProcess(args, log_dir=log_dir, env=env) for args in process_args()]
     code = 1
     try:
         start_all(services)
         commands = sample_commands()
         started = time.monotonic()
-        publish(settings, topics, commands)
+        publish(settings.bootstrap_servers, settings.serde(), topics, commands)
         print(f"published {len(commands)} payments to {topics.commands}; waiting for outcomes...", flush=True)
         ids = [c.payment_id for c in commands]
         seen: dict[str, tuple[str, str | None]] = {}

@@ -28,7 +28,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen([sys.executable, "-m", "payments.cli", "run", *self.args], env=self.env,
+            self.process = subprocess.Popen([sys.executable, "-m", "ops.cli", "run", *self.args], env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 

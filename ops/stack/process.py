@@ -13,11 +13,9 @@ from types import TracebackType
 
 import psutil
 
+from ops.errors import StackError
+
 POLL_INTERVAL_S = 0.2
-
-
-class StackError(RuntimeError):
-    """The local stack could not be started, stopped or reached."""
 
 
 def wait_until(

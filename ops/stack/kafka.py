@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from payments.stack.process import FileLock, ProcessHandle, StackError, wait_until
+from confluent_kafka.admin import AdminClient
+
+from ops.errors import StackError
+from ops.stack.process import FileLock, ProcessHandle, wait_until
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -65,17 +69,15 @@ _LOG4J2 = """Configuration:
 """
 
 
-def cache_dir() -> Path:
-    """Where downloaded jars live: outside git, shared by every clone on the machine."""
-    root = os.environ.get("PAYMENTS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "payments-orchestrator"
-    )
-    return Path(root)
+def default_cache_dir() -> Path:
+    """Where downloaded jars live by default: outside git, shared by every clone on the machine
+    (`PAYMENTS_CACHE_DIR` overrides it, see ops.settings)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "payments-orchestrator"
 
 
-def fetch_kafka() -> Path:
+def fetch_kafka(cache_dir: Path | None = None) -> Path:
     """Return the directory holding Kafka's runtime jars, fetching them with Maven on first use."""
-    libs = cache_dir() / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}" / "libs"
+    libs = (cache_dir or default_cache_dir()) / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}" / "libs"
     done_marker = libs.parent / ".complete"
     if done_marker.exists():
         return libs
@@ -110,6 +112,7 @@ class KafkaNode:
     port: int = 19092
     controller_port: int = 19093
     partitions_default: int = 4
+    jar_cache: Path | None = None  # default: default_cache_dir()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -122,11 +125,16 @@ class KafkaNode:
     def is_running(self) -> bool:
         return self._handle.alive() is not None
 
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        process = self._handle.alive()
+        return None if process is None else int(process.pid)
+
     def start(self) -> None:
         if self.is_running():
             wait_until(self._answers, START_TIMEOUT_S, "Kafka to answer metadata requests")
             return
-        libs = fetch_kafka()
+        libs = fetch_kafka(self.jar_cache)
         self.home.mkdir(parents=True, exist_ok=True)
         props = self._write_config()
         java = ["java", JVM_HEAP, "-cp", f"{libs}/*",
@@ -151,10 +159,6 @@ class KafkaNode:
         self._handle.kill()
 
     def _answers(self) -> bool:
-        import socket
-
-        from confluent_kafka.admin import AdminClient
-
         with socket.socket() as probe:  # cheap check first: keeps librdkafka's connect errors out of the log
             if probe.connect_ex(("127.0.0.1", self.port)) != 0:
                 return False

@@ -1,0 +1,90 @@
+"""Every service and every projection, declared once. Everything else is derived from this module:
+
+- the topology (which topics exist: every service's inputs and outputs, its changelog, every
+  projection's inputs, and the dead-letter topic), created by every process at start;
+- `payments run <service>` and `payments run projection <name>` (names, help text, what they build);
+- `payments replay <projection>` (the projection's migrations and fold);
+- the demo, the tests' and the benchmark's process lists.
+
+Adding a participant or a projection is one entry here plus its own package (docs/architecture.md,
+"Adding a participant, a projection, a schema version").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.funds.logic import FundsLogic
+from consumers.partner.logic import PartnerGatewayLogic
+from consumers.partner.simulator import SimulatedPartner
+from consumers.risk.logic import RiskLogic
+from consumers.settlement.logic import SettlementPublisherLogic
+from ops.settings import Settings
+from orchestrator.saga import OrchestratorLogic
+from payments.contracts.topics import DLQ
+from payments.runtime.logic import Logic
+from payments.runtime.topics import Topics, TopicSpec
+from projections.ledger import LedgerFold, LedgerProjection
+from projections.report import SettlementReportFold, SettlementReportProjection
+from projections.spec import ProjectionSpec
+from projections.status import PaymentStatusFold, PaymentStatusProjection
+
+CORE_MIGRATIONS = ("0001_projection_core.sql",)  # bookkeeping shared by every projection
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A Kafka->Kafka service run by the exactly-once processor: `payments run <name>`."""
+
+    logic: type[Logic[Any]]  # the Logic class: its service name, input and output topics (class variables)
+    build: Callable[[Settings], Logic[Any]]  # the Logic instance, from the settings
+    summary: str
+
+    @property
+    def name(self) -> str:
+        return self.logic.service
+
+
+SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (
+    ServiceSpec(OrchestratorLogic, lambda s: OrchestratorLogic(s.saga()),
+                "the payment saga: commands and participant replies in, events and participant commands out"),
+    ServiceSpec(RiskLogic, lambda s: RiskLogic(model_path=s.risk_model_file),
+                "risk scoring: rules and a model file (PAYMENTS_RISK_MODEL_FILE)"),
+    ServiceSpec(FundsLogic, lambda s: FundsLogic(seed_path=s.funds_seed_file),
+                "balances and holds per account (PAYMENTS_FUNDS_SEED_FILE)"),
+    ServiceSpec(PartnerGatewayLogic, lambda s: PartnerGatewayLogic(SimulatedPartner(s.simulator())),
+                "the partner gateway, against the simulated partner (PAYMENTS_PARTNER_*)"),
+    ServiceSpec(SettlementPublisherLogic, lambda s: SettlementPublisherLogic(),
+                "publishes one settlement event per settlement and refund for downstream subscribers"),
+)}
+
+PROJECTIONS: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
+    ProjectionSpec("payment_status", "the current status of each payment and its timeline",
+                   PaymentStatusProjection, PaymentStatusFold, ("0004_payment_status.sql",)),
+    ProjectionSpec("ledger", "the double-entry ledger: journal entries, postings, balances",
+                   LedgerProjection, LedgerFold, ("0002_ledger.sql",)),
+    ProjectionSpec("settlement_report", "settled and refunded totals per day, currency and partner",
+                   SettlementReportProjection, SettlementReportFold, ("0003_settlement_report.sql",)),
+)}
+
+
+def topology(topics: Topics, partitions: int) -> list[TopicSpec]:
+    """Every topic the registered services and projections use, with its shape.
+
+    All payment-keyed topics share one partition count (co-partitioning); changelogs are compacted.
+    """
+    names = {DLQ}
+    for service in SERVICES.values():
+        names.update(service.logic.input_topics, service.logic.output_topics)
+    for spec in PROJECTIONS.values():
+        names.update(spec.projection().topics)
+    specs = [TopicSpec(topics.name(name), partitions) for name in sorted(names)]
+    specs += [TopicSpec(topics.changelog(name), partitions, compacted=True) for name in sorted(SERVICES)]
+    return specs
+
+
+def process_args() -> list[list[str]]:
+    """`payments run` arguments of every process of the pipeline: each service, then each projection."""
+    return [[name] for name in SERVICES] + [["projection", name] for name in PROJECTIONS]

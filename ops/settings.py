@@ -1,0 +1,155 @@
+"""Every setting of every process, read once from the environment at the entry point and passed down.
+
+Nothing below the entry point reads the environment: the kernel and the apps take typed config
+objects (`ProcessorConfig`, `SagaConfig`, `SimulatorConfig`, ...) built here. `docs/operations.md`
+lists every variable; `tests/unit/ops/test_settings.py` checks that the list and this class agree.
+
+Defaults point at the local stack (`payments stack up`): Kafka on 127.0.0.1:`PAYMENTS_KAFKA_PORT`,
+PostgreSQL on 127.0.0.1:`PAYMENTS_POSTGRES_PORT`. `KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL`
+point everything at other servers instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumers.partner.simulator import SimulatorConfig, parse_latency
+from ops.errors import ConfigError
+from orchestrator.config import SagaConfig
+from payments.contracts.codec import Serde, serde_for
+from payments.runtime.config import ProcessorConfig
+from payments.runtime.topics import Topics
+from projections.runner import RunnerConfig
+
+LOCAL_DATABASE = "payments"
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+class Settings(BaseSettings):
+    """The process's configuration. Field `x` is read from `PAYMENTS_X` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", frozen=True, extra="ignore", populate_by_name=True)
+
+    # -- where the servers are ------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
+    # -- identity and topics ----------------------------------------------------------------------
+    # Must be unique per live instance of a service (it names the transactional id); a pod's hostname is.
+    instance_id: str = Field(default_factory=_hostname, min_length=1)
+    topic_prefix: str = ""
+    partitions: Positive = 6
+    schemas_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # -- the exactly-once loops -------------------------------------------------------------------
+    batch_max: Positive = 500
+    batch_budget_ms: Positive = 4_000
+    projection_batch_max: Positive = 1_000
+    # -- the saga and its participants ------------------------------------------------------------
+    saga_time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    risk_model_file: Path | None = None
+    funds_seed_file: Path | None = None
+    partner_decline_rate: Rate = 0.1
+    partner_error_rate: Rate = 0.0
+    partner_timeout_rate: Rate = 0.05
+    partner_latency_ms: str = "20"  # "median" or "median,p99"
+    partner_seed: int = 7
+    partner_data_dir: Path | None = None
+    # -- the local stack ----------------------------------------------------------------------------
+    stack_dir: Path | None = None
+    kafka_port: Port = 19092
+    postgres_port: Port = 15432
+    cache_dir: Path | None = None
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings (from `environ` instead of the process environment when given).
+
+        Raises ConfigError naming the variable and the problem, never a pydantic traceback.
+        """
+        try:
+            if environ is None:
+                return cls()
+            values = {name: environ[env] for name, env in env_names().items() if env in environ}
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise ConfigError(describe(error)) from None
+
+    # -- derived values -----------------------------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{LOCAL_DATABASE}"
+
+    @property
+    def stack_home(self) -> Path:
+        """Data directories of the local stack (gitignored `.stack/` in the working directory by default)."""
+        return (self.stack_dir or Path.cwd() / ".stack").resolve()
+
+    @property
+    def jar_cache(self) -> Path:
+        """Downloaded Kafka jars: outside git, shared by every clone on the machine."""
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return self.cache_dir or Path(xdg) / "payments-orchestrator"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def serde(self) -> Serde:
+        return serde_for(self.schema_registry_url, schemas_dir=self.schemas_dir)
+
+    def processor(self) -> ProcessorConfig:
+        return ProcessorConfig(batch_records_max=self.batch_max, batch_time_budget_ms=self.batch_budget_ms)
+
+    def runner(self) -> RunnerConfig:
+        return RunnerConfig(batch_records_max=self.projection_batch_max)
+
+    def saga(self) -> SagaConfig:
+        return SagaConfig(time_scale=self.saga_time_scale)
+
+    def simulator(self) -> SimulatorConfig:
+        try:
+            median, p99 = parse_latency(self.partner_latency_ms)
+            return SimulatorConfig(
+                decline_rate=self.partner_decline_rate, error_rate=self.partner_error_rate,
+                timeout_rate=self.partner_timeout_rate, latency_median_ms=median, latency_p99_ms=p99,
+                seed=self.partner_seed, data_dir=self.partner_data_dir or self.stack_home / "partner")
+        except ValueError as error:
+            raise ConfigError(f"PAYMENTS_PARTNER_*: {error}") from None
+
+
+def env_names() -> dict[str, str]:
+    """Field name -> the environment variable it is read from."""
+    names = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names[name] = alias if isinstance(alias, str) else f"PAYMENTS_{name.upper()}"
+    return names
+
+
+def describe(error: ValidationError) -> str:
+    """One line per invalid variable, named as the operator set it."""
+    names = env_names()
+    problems = []
+    for item in error.errors(include_url=False):
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        problems.append(f"{names.get(field, field)}={item.get('input')!r}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

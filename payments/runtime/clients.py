@@ -1,0 +1,119 @@
+"""The Kafka side of the exactly-once loop as ports, and their confluent-kafka adapters.
+
+The processor talks to a consumer, a transactional producer and a changelog reader through these
+protocols, so its checkpoint logic runs under unit test against in-memory fakes
+(`tests/unit/runtime/fakes.py`) and in production against librdkafka. The real `Consumer` and
+`Producer` satisfy the protocols as they are; records are `confluent_kafka.Message` either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from payments.runtime.config import ProcessorConfig
+from payments.runtime.reader import committed_records, wait_until_stable
+
+RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
+WireHeaders = list[tuple[str, str | bytes | None]]  # what librdkafka's produce() takes
+
+
+class LoopConsumer(Protocol):
+    def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
+                  on_lost: RebalanceCallback) -> None: ...
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
+
+    def seek(self, partition: TopicPartition) -> None: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]: ...
+
+    def consumer_group_metadata(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class TransactionalProducer(Protocol):
+    def init_transactions(self, timeout: float) -> None: ...
+
+    def begin_transaction(self) -> None: ...
+
+    def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
+                headers: WireHeaders | None = None) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: object,
+                                    timeout: float) -> None: ...
+
+    def commit_transaction(self, timeout: float) -> None: ...
+
+    def abort_transaction(self, timeout: float) -> None: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+
+class ChangelogReader(Protocol):
+    """Reads a service's changelog partitions for restore (read_committed, up to their current end)."""
+
+    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
+        """Wait until no transaction is open on the partitions; False if one still is after `timeout_s`."""
+        ...
+
+    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(partition, key, value or None for a tombstone) of every committed record, in offset order."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoopClients:
+    consumer: LoopConsumer
+    producer: TransactionalProducer
+    changelog: ChangelogReader
+
+
+class KafkaChangelogReader:
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+
+    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
+        return wait_until_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions], timeout_s)
+
+    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
+        for record in committed_records(self.bootstrap_servers, [(self.topic, p) for p in partitions],
+                                        timeout_s=timeout_s):
+            key, partition = record.key(), record.partition()
+            assert key is not None and partition is not None, "changelog records are keyed"
+            yield partition, key, record.value()
+
+
+def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, changelog_topic: str,
+                  config: ProcessorConfig, consumer_overrides: dict[str, Any] | None = None) -> LoopClients:
+    """The librdkafka clients of one processor instance."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "range",  # co-partitioned inputs: same partition numbers together
+        "max.poll.interval.ms": config.max_poll_interval_ms,
+        "session.timeout.ms": config.session_timeout_ms,
+        **(consumer_overrides or {}),
+    })
+    producer = Producer({
+        "bootstrap.servers": bootstrap_servers,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": config.transaction_timeout_ms,
+        "enable.idempotence": True,
+        "partitioner": "murmur2_random",  # same partition for a key as Java producers upstream
+        "linger.ms": 5,
+    })
+    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic))

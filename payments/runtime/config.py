@@ -1,0 +1,27 @@
+"""Configuration of the exactly-once loop, passed in by the composition root. Units are in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    batch_records_max: int = 500
+    poll_timeout_ms: int = 100
+    transaction_timeout_ms: int = 10_000  # bounds how long a crashed instance's open transaction blocks readers
+    # A batch stops taking records once this much time went into it (a slow partner call, say): the rest
+    # is read again after the commit. Keeps every transaction well inside transaction_timeout_ms.
+    batch_time_budget_ms: int = 4_000
+    call_timeout_s: float = 30.0
+    retriable_attempts_max: int = 10
+    record_bytes_max: int = 512 * 1024
+    restore_timeout_s: float = 120.0
+    # A timer whose firing raised (a bug) is tried again this much later instead of in a hot loop.
+    timer_retry_ms: int = 60_000
+    max_poll_interval_ms: int = 60_000
+    session_timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        assert self.batch_records_max > 0 and self.retriable_attempts_max > 0
+        assert 0 < self.batch_time_budget_ms < self.transaction_timeout_ms, "a batch must fit in a transaction"

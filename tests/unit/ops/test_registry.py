@@ -1,0 +1,60 @@
+"""The registry declares each service and projection once; topology, CLI and replay derive from it."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ops.cli import build_parser
+from ops.registry import CORE_MIGRATIONS, PROJECTIONS, SERVICES, process_args, topology
+from ops.settings import Settings
+from payments.contracts.messages import MESSAGE_TYPES
+from payments.contracts.topics import DLQ
+from payments.runtime.topics import Topics
+
+TOPICS = Topics("x.")
+
+
+def test_topology_holds_every_topic_a_service_or_projection_uses_and_every_message_topic() -> None:
+    specs = {spec.name: spec for spec in topology(TOPICS, 6)}
+    for service in SERVICES.values():
+        for base in (*service.logic.input_topics, *service.logic.output_topics):
+            assert TOPICS.name(base) in specs, (service.name, base)
+        changelog = specs[TOPICS.changelog(service.name)]
+        assert changelog.compacted
+    for projection in PROJECTIONS.values():
+        assert all(TOPICS.name(base) in specs for base in projection.projection().topics)
+    assert {TOPICS.name(cls.TOPIC) for cls in MESSAGE_TYPES.values()} <= set(specs)
+    assert TOPICS.name(DLQ) in specs
+    assert {spec.partitions for spec in specs.values()} == {6}  # co-partitioned
+
+
+def test_every_service_builds_its_logic_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings.load({"PAYMENTS_PARTNER_DATA_DIR": str(tmp_path), "PAYMENTS_SAGA_TIME_SCALE": "0.5"})
+    for name, spec in SERVICES.items():
+        logic = spec.build(settings)
+        assert (logic.service, logic.input_topics, logic.output_topics) == (
+            name, spec.logic.input_topics, spec.logic.output_topics)
+    assert SERVICES["orchestrator"].build(settings).config.time_scale == 0.5  # type: ignore[attr-defined]
+
+
+def test_every_migration_belongs_to_the_core_or_to_exactly_one_projection() -> None:
+    files = sorted(entry.name for entry in resources.files("projections.migrations").iterdir()
+                   if entry.name.endswith(".sql"))
+    owners: dict[str, list[str]] = {name: [] for name in files}
+    for name in CORE_MIGRATIONS:
+        owners[name].append("core")
+    for projection in PROJECTIONS.values():
+        for name in projection.migrations:
+            owners[name].append(projection.name)
+    assert {name: found for name, found in owners.items() if len(found) != 1} == {}
+
+
+def test_the_command_line_offers_every_registered_service_and_projection() -> None:
+    parser = build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    assert run.get_default("handler") is not None
+    choices = next(action.choices for action in run._actions if action.dest == "service")
+    assert list(choices) == [*SERVICES, "projection"]
+    assert all(f"projection {name}" in run.epilog for name in PROJECTIONS)
+    assert process_args() == [[name] for name in SERVICES] + [["projection", name] for name in PROJECTIONS]

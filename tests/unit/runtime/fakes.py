@@ -1,0 +1,206 @@
+"""In-memory stand-ins for the processor's Kafka ports, for unit tests of the checkpoint logic only.
+
+`FakeBroker` keeps committed records per topic partition and the group's committed offsets; a
+transaction's records and offsets reach it only on commit, as with read_committed consumers. The
+producer and consumer raise whatever `KafkaError` a test schedules, so every librdkafka error class
+(retriable, abortable, fatal) can be driven through the loop. Integration tests use real Kafka.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+
+from payments.runtime.clients import LoopClients, RebalanceCallback, WireHeaders
+
+
+@dataclass
+class Stored:
+    key: bytes | None
+    value: bytes | None
+    headers: WireHeaders | None
+
+
+@dataclass
+class FakeBroker:
+    partitions: int = 3
+    logs: dict[tuple[str, int], list[Stored]] = field(default_factory=lambda: defaultdict(list))
+    group_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, headers: WireHeaders | None = None,
+               partition: int = -1) -> int:
+        if partition < 0:
+            partition = zlib.crc32(key or b"") % self.partitions
+        self.logs[(topic, partition)].append(Stored(key, value, headers))
+        return partition
+
+    def records(self, topic: str) -> list[Stored]:
+        return [record for (name, _), records in sorted(self.logs.items()) if name == topic for record in records]
+
+
+class Failures:
+    """Errors scheduled per method name, raised in order by the next calls of that method."""
+
+    def __init__(self) -> None:
+        self.scheduled: dict[str, list[KafkaError]] = defaultdict(list)
+
+    def add(self, method: str, error: KafkaError, times: int = 1) -> None:
+        self.scheduled[method].extend([error] * times)
+
+    def check(self, method: str) -> None:
+        if self.scheduled.get(method):
+            raise KafkaException(self.scheduled[method].pop(0))
+
+
+class FakeProducer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.failures = Failures()
+        self.open = False
+        self.buffer: list[tuple[str, Stored, int]] = []
+        self.offsets: list[TopicPartition] = []
+        self.commits = 0
+        self.aborts = 0
+        self.full_for = 0  # produce() raises BufferError this many more times
+
+    def init_transactions(self, timeout: float) -> None:
+        self.failures.check("init_transactions")
+
+    def begin_transaction(self) -> None:
+        self.failures.check("begin_transaction")
+        assert not self.open, "a transaction is already open"
+        self.open, self.buffer, self.offsets = True, [], []
+
+    def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
+                headers: WireHeaders | None = None) -> None:
+        assert self.open, "produce outside a transaction"
+        if self.full_for:
+            self.full_for -= 1
+            raise BufferError("Local: Queue full")
+        self.failures.check("produce")
+        self.buffer.append((topic, Stored(key, value, headers), partition))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: object,
+                                    timeout: float) -> None:
+        self.failures.check("send_offsets_to_transaction")
+        self.offsets = list(positions)
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.failures.check("commit_transaction")
+        for topic, stored, partition in self.buffer:
+            self.broker.append(topic, stored.key, stored.value, stored.headers, partition)
+        for tp in self.offsets:
+            self.broker.group_offsets[(tp.topic, tp.partition)] = tp.offset
+        self.open, self.buffer, self.offsets = False, [], []
+        self.commits += 1
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.failures.check("abort_transaction")
+        self.open, self.buffer, self.offsets = False, [], []
+        self.aborts += 1
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.failures = Failures()
+        self.positions: dict[tuple[str, int], int] = {}
+        self.topics: list[str] = []
+        self.callbacks: dict[str, RebalanceCallback] = {}
+        self.next_assignment: list[tuple[str, int]] | None = None
+        self.closed = False
+
+    def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
+                  on_lost: RebalanceCallback) -> None:
+        self.topics = list(topics)
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+        self.next_assignment = [(topic, p) for topic in topics for p in range(self.broker.partitions)]
+
+    def rebalance(self, partitions: Sequence[int]) -> None:
+        """The group gives this member `partitions` of every subscribed topic at the next consume()."""
+        self.next_assignment = [(topic, p) for topic in self.topics for p in partitions]
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        self.failures.check("consume")
+        if self.next_assignment is not None:
+            self._deliver_rebalance(self.next_assignment)
+            self.next_assignment = None
+        batch: list[Message] = []
+        for (topic, partition), position in sorted(self.positions.items()):
+            for offset in range(position, len(self.broker.logs.get((topic, partition), []))):
+                if len(batch) == num_messages:
+                    return batch
+                stored = self.broker.logs[(topic, partition)][offset]
+                batch.append(Message(topic=topic, partition=partition, offset=offset, key=stored.key,
+                                     value=stored.value, headers=stored.headers))
+                self.positions[(topic, partition)] = offset + 1
+        return batch
+
+    def _deliver_rebalance(self, wanted: list[tuple[str, int]]) -> None:
+        revoked = [TopicPartition(t, p) for (t, p) in self.positions if (t, p) not in wanted]
+        if revoked:
+            self.callbacks["revoke"](self, revoked)
+            for tp in revoked:
+                del self.positions[(tp.topic, tp.partition)]
+        added = [TopicPartition(t, p) for (t, p) in wanted if (t, p) not in self.positions]
+        for tp in added:
+            self.positions[(tp.topic, tp.partition)] = self.broker.group_offsets.get((tp.topic, tp.partition), 0)
+        if added:
+            self.callbacks["assign"](self, added)
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.failures.check("seek")
+        assert (partition.topic, partition.partition) in self.positions, "seek on an unassigned partition"
+        offset = 0 if partition.offset == OFFSET_BEGINNING else partition.offset
+        self.positions[(partition.topic, partition.partition)] = offset
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for (t, p) in sorted(self.positions)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.failures.check("committed")
+        return [TopicPartition(tp.topic, tp.partition, self.broker.group_offsets.get((tp.topic, tp.partition), -1001))
+                for tp in partitions]
+
+    def consumer_group_metadata(self) -> object:
+        return "group-metadata"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeChangelog:
+    def __init__(self, broker: FakeBroker, topic: str) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.reads = 0
+
+    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
+        return True
+
+    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
+        self.reads += 1
+        for partition in partitions:
+            for stored in self.broker.logs.get((self.topic, partition), []):
+                assert stored.key is not None
+                yield partition, stored.key, stored.value
+
+
+def fake_clients(broker: FakeBroker, changelog_topic: str) -> tuple[LoopClients, FakeConsumer, FakeProducer]:
+    consumer, producer = FakeConsumer(broker), FakeProducer(broker)
+    return LoopClients(consumer, producer, FakeChangelog(broker, changelog_topic)), consumer, producer
+
+
+def kafka_error(*, retriable: bool = False, abortable: bool = False, fatal: bool = False,
+                code: int = KafkaError._TIMED_OUT) -> KafkaError:
+    return KafkaError(code, "injected by the test", fatal=fatal, retriable=retriable, txn_requires_abort=abortable)

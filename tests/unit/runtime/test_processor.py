@@ -1,0 +1,370 @@
+"""The exactly-once loop's checkpoint, driven through in-memory fakes of its Kafka ports.
+
+Each librdkafka error class ends in its documented outcome (docs/architecture.md §2): retriable ->
+the call again; abortable -> abort, state dropped, positions rewound, timers put back; fatal -> a
+rebuild from committed state. Plus: a batch cut short, a rebalance mid-stream, and every per-record
+failure (a bug in decide, an unencodable output, a failing timer) parks the record or the timer
+without stopping the partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from payments.contracts.codec import SingleObjectSerde
+from payments.contracts.envelope import build_headers
+from payments.contracts.messages import AssessRisk, InitiatePayment, Message
+from payments.contracts.topics import COMMANDS, RISK_COMMANDS
+from payments.money import Money
+from payments.runtime.config import ProcessorConfig
+from payments.runtime.deadletter import DeadLetter
+from payments.runtime.errors import FatalProcessorError, TopologyError
+from payments.runtime.logic import Decision, Incoming, JsonState, Outgoing
+from payments.runtime.processor import Processor
+from payments.runtime.service import EXIT_CONFIG, EXIT_OK, EXIT_REBUILDS_EXHAUSTED, run_until_stopped
+from payments.runtime.topics import Topics
+from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+TOPICS = Topics("t.")
+SERDE = SingleObjectSerde()
+
+
+class Seen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    count: int = 0
+    due: datetime | None = None  # a timer, set by a command whose reference is "timer"
+
+
+class CountingLogic(JsonState[Seen]):
+    """Counts commands per payment and answers each with an AssessRisk; references steer the edge cases."""
+
+    state_model = Seen
+    service: ClassVar[str] = "counter"
+    input_topics: ClassVar[tuple[str, ...]] = (COMMANDS,)
+    output_topics: ClassVar[tuple[str, ...]] = (RISK_COMMANDS,)
+
+    def __init__(self) -> None:
+        self.timer_fails = False
+        self.decide_sleep_s = 0.0
+
+    def key_of(self, message: Message) -> str:
+        return message.payment_id
+
+    def decide(self, state: Seen | None, incoming: Incoming, now: datetime) -> Decision[Seen]:
+        command = incoming.message
+        assert isinstance(command, InitiatePayment)
+        time.sleep(self.decide_sleep_s)
+        if command.reference == "boom":
+            raise ValueError("a bug in decide")
+        current = state or Seen()
+        due = now + timedelta(seconds=30) if command.reference == "timer" else current.due
+        out = [Outgoing(RISK_COMMANDS, command.payment_id, _assess(command.payment_id, current.count + 1, now))]
+        if command.reference == "undeclared":
+            out.append(Outgoing("elsewhere", command.payment_id, out[0].message))
+        return Decision(Seen(count=current.count + 1, due=due), tuple(out))
+
+    def fire_timers(self, key: str, state: Seen, now: datetime) -> Decision[Seen]:
+        if self.timer_fails:
+            raise RuntimeError("a bug in fire_timers")
+        return Decision(state.model_copy(update={"due": None}), (Outgoing(RISK_COMMANDS, key, _assess(key, 0, now)),))
+
+    def next_deadline(self, state: Seen) -> datetime | None:
+        return state.due
+
+
+def _assess(payment_id: str, n: int, now: datetime) -> AssessRisk:
+    return AssessRisk(payment_id=payment_id, command_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{payment_id}/{n}")),
+                      issued_at=now, payer_account="acc-a", payee_account="acc-b", amount=Money.of(100, "EUR"))
+
+
+def command(payment_id: str | None = None, reference: str = "plain") -> InitiatePayment:
+    payment_id = payment_id or str(uuid.uuid4())
+    return InitiatePayment(command_id=str(uuid.uuid4()), idempotency_key=f"k-{payment_id}", payment_id=payment_id,
+                           payer_account="acc-a", payee_account="acc-b", amount=Money.of(100, "EUR"),
+                           partner="simbank", reference=reference, requested_at=T0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Rig:
+    """A processor on a fake broker, plus the handles a test needs."""
+
+    def __init__(self, broker: FakeBroker | None = None, config: ProcessorConfig | None = None,
+                 logic: CountingLogic | None = None) -> None:
+        self.broker = broker or FakeBroker()
+        self.clock = Clock()
+        self.logic = logic or CountingLogic()
+        clients, self.consumer, self.producer = fake_clients(self.broker, TOPICS.changelog("counter"))
+        self.processor = Processor(self.logic, clients=clients, topics=TOPICS, serde=SERDE, instance_id="i",
+                                   config=config or ProcessorConfig(retriable_attempts_max=3), clock=self.clock)
+        self.consumer.subscribe(list(self.processor._inputs), on_assign=self.processor._on_assign,
+                                on_revoke=self.processor._on_revoke, on_lost=self.processor._on_revoke)
+
+    def send(self, *commands: InitiatePayment) -> None:
+        for item in commands:
+            self.broker.append(TOPICS.commands, item.payment_id.encode(), SERDE.encode(item),
+                               [*build_headers(item, source="test", traceparent=None)])
+
+    def outputs(self) -> list[Stored]:
+        return self.broker.records(TOPICS.name(RISK_COMMANDS))
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [DeadLetter.from_headers([(n, v) for n, v in r.headers or [] if isinstance(v, bytes)])
+                for r in self.broker.records(TOPICS.dlq)]
+
+    def drain(self, steps: int = 5) -> None:
+        for _ in range(steps):
+            self.processor.step()
+
+
+# -- the happy checkpoint --------------------------------------------------------------------------
+
+
+def test_a_checkpoint_commits_outputs_snapshots_and_next_offsets_together() -> None:
+    rig = Rig()
+    same = str(uuid.uuid4())
+    rig.send(command(same), command(same), command())
+    assert rig.processor.step() == 3
+    assert len(rig.outputs()) == 3
+    assert rig.processor.state_of(same) == Seen(count=2)
+    snapshots = rig.broker.records(TOPICS.changelog("counter"))
+    assert {s.key for s in snapshots} == {r.key for r in rig.broker.records(TOPICS.commands)}  # one per changed key
+    partition = next(p for (t, p), log in rig.broker.logs.items() if t == TOPICS.commands and len(log) >= 2)
+    assert rig.broker.group_offsets[(TOPICS.commands, partition)] == len(rig.broker.logs[(TOPICS.commands,
+                                                                                          partition)])
+    assert rig.producer.commits == 1
+
+
+# -- retriable, abortable, fatal -------------------------------------------------------------------
+
+
+def test_a_retriable_error_is_retried_and_the_checkpoint_commits_once() -> None:
+    rig = Rig()
+    rig.producer.failures.add("commit_transaction", kafka_error(retriable=True), times=2)
+    rig.send(command())
+    assert rig.processor.step() == 1
+    assert rig.producer.commits == 1 and len(rig.outputs()) == 1
+
+
+def test_a_retriable_error_past_its_bound_is_fatal() -> None:
+    rig = Rig()
+    rig.producer.failures.add("commit_transaction", kafka_error(retriable=True), times=3)
+    rig.send(command())
+    with pytest.raises(FatalProcessorError):
+        rig.processor.step()
+
+
+def test_an_abortable_error_drops_the_batch_state_rewinds_and_the_batch_is_decided_again_once() -> None:
+    rig = Rig()
+    first = command()
+    rig.send(first)
+    rig.processor.step()
+    second = command(first.payment_id)
+    rig.send(second, command())
+    rig.producer.failures.add("send_offsets_to_transaction", kafka_error(abortable=True))
+    assert rig.processor.step() == 0  # aborted
+    assert rig.producer.aborts == 1
+    assert rig.processor.state_of(first.payment_id) == Seen(count=1)  # the aborted change never became state
+    assert len(rig.outputs()) == 1
+    rig.drain()
+    assert rig.processor.state_of(first.payment_id) == Seen(count=2)
+    assert len(rig.outputs()) == 3  # each command answered exactly once
+
+
+def test_an_abort_puts_the_batch_timers_back_and_they_fire_after_it() -> None:
+    rig = Rig()
+    with_timer = command(reference="timer")
+    rig.send(with_timer)
+    rig.processor.step()
+    rig.clock.now = T0 + timedelta(minutes=1)  # past the 30 s timer
+    rig.producer.failures.add("commit_transaction", kafka_error(abortable=True))
+    assert rig.processor.step() == 0
+    assert rig.producer.aborts == 1 and len(rig.outputs()) == 1  # the timer's output was aborted
+    assert rig.processor.state.timers_pending == 1  # re-armed, not lost until the next rebalance
+    rig.processor.step()
+    assert len(rig.outputs()) == 2
+    assert rig.processor.state_of(with_timer.payment_id) == Seen(count=1, due=None)
+
+
+def test_a_fatal_error_ends_the_processor_for_a_rebuild_from_committed_state() -> None:
+    rig = Rig()
+    rig.send(command(), command())
+    rig.processor.step()
+    rig.send(command())
+    rig.producer.failures.add("commit_transaction", kafka_error(fatal=True, code=-144))  # _FENCED
+    with pytest.raises(FatalProcessorError):
+        rig.processor.step()
+    assert len(rig.outputs()) == 2
+
+    rebuilt = Rig(rig.broker)  # a new consumer and producer; state from the changelog
+    rebuilt.drain()
+    assert rebuilt.logic is not rig.logic and len(rebuilt.outputs()) == 3
+    assert sum(s.count for s in map(rebuilt.processor.state_of, _payment_ids(rig)) if s is not None) == 3
+
+
+def test_a_failed_abort_is_fatal() -> None:
+    rig = Rig()
+    rig.send(command())
+    rig.producer.failures.add("commit_transaction", kafka_error(abortable=True))
+    rig.producer.failures.add("abort_transaction", kafka_error())
+    with pytest.raises(FatalProcessorError, match="abort_transaction failed"):
+        rig.processor.step()
+
+
+def test_a_failed_init_transactions_is_fatal_not_a_raw_kafka_exception() -> None:
+    broker = FakeBroker()
+    clients, _consumer, producer = fake_clients(broker, TOPICS.changelog("counter"))
+    producer.failures.add("init_transactions", kafka_error())
+    with pytest.raises(FatalProcessorError, match="init_transactions"):
+        Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i")
+
+
+def test_a_producer_queue_that_stays_full_aborts_and_the_batch_is_retried() -> None:
+    rig = Rig(config=ProcessorConfig(retriable_attempts_max=3))
+    rig.send(command())
+    rig.producer.full_for = 3
+    assert rig.processor.step() == 0 and rig.producer.aborts == 1
+    rig.drain()
+    assert len(rig.outputs()) == 1
+
+
+def test_a_kafka_error_outside_a_checkpoint_ends_run_as_fatal() -> None:
+    broker = FakeBroker()
+    clients, consumer, _producer = fake_clients(broker, TOPICS.changelog("counter"))
+    processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i")
+    consumer.failures.add("consume", kafka_error())
+    with pytest.raises(FatalProcessorError, match="outside a checkpoint"):
+        processor.run(threading.Event())
+    assert consumer.closed
+
+
+# -- a batch cut short, a rebalance mid-stream -----------------------------------------------------
+
+
+def test_a_batch_cut_short_by_its_time_budget_seeks_back_to_the_first_record_not_taken() -> None:
+    logic = CountingLogic()
+    rig = Rig(config=ProcessorConfig(batch_time_budget_ms=1), logic=logic)
+    payment = str(uuid.uuid4())
+    rig.send(*(command(payment) for _ in range(5)))
+    logic.decide_sleep_s = 0.005
+    assert rig.processor.step() == 1  # the first record always goes; the budget is spent after it
+    partition = next(p for (t, p) in rig.consumer.positions if rig.broker.logs.get((t, p)))
+    assert rig.consumer.positions[(TOPICS.commands, partition)] == 1  # sought back to offset 1
+    assert rig.broker.group_offsets[(TOPICS.commands, partition)] == 1
+    rig.drain(10)
+    assert rig.processor.state_of(payment) == Seen(count=5)
+    assert len(rig.outputs()) == 5
+
+
+def test_a_rebalance_mid_stream_drops_revoked_state_and_restores_it_from_the_changelog() -> None:
+    rig = Rig()
+    commands = [command(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"payment-{n}"))) for n in range(12)]
+    assert {zlib.crc32(c.payment_id.encode()) % 3 for c in commands} == {0, 1, 2}  # every partition has some
+    rig.send(*commands)
+    rig.processor.step()
+    owned = {c.payment_id: rig.processor.state_of(c.payment_id) for c in commands}
+    rig.consumer.rebalance([0])  # partitions 1 and 2 go to another member
+    rig.processor.step()
+    kept = {pid for pid in owned if rig.processor.state_of(pid) is not None}
+    assert kept and kept != set(owned)
+    assert rig.processor.state.partitions == {0}
+    rig.send(*(command(pid) for pid in owned))  # arrive while this member owns partition 0 only
+    rig.processor.step()
+    rig.consumer.rebalance([0, 1, 2])  # and back: 1 and 2 are restored from the changelog
+    rig.drain()
+    assert {pid: rig.processor.state_of(pid) for pid in owned} == {pid: Seen(count=2) for pid in owned}
+    assert len(rig.outputs()) == 24
+
+
+# -- per-record failures never stop a partition -----------------------------------------------------
+
+
+def test_an_exception_in_decide_dead_letters_the_record_and_the_partition_moves_on() -> None:
+    rig = Rig()
+    payment = str(uuid.uuid4())
+    bad, good = command(payment, reference="boom"), command(payment)
+    rig.send(bad, good)
+    assert rig.processor.step() == 2
+    (letter,) = rig.dead_letters()
+    assert letter.error_class == "ProcessingError" and "a bug in decide" in letter.reason
+    assert rig.processor.state_of(payment) == Seen(count=1)  # the good one only
+    assert len(rig.outputs()) == 1
+
+
+def test_an_output_to_an_undeclared_topic_dead_letters_the_record_and_emits_none_of_its_outputs() -> None:
+    rig = Rig()
+    rig.send(command(reference="undeclared"))
+    rig.processor.step()
+    (letter,) = rig.dead_letters()
+    assert letter.error_class == "ProcessingError" and "output_topics" in letter.reason
+    assert rig.outputs() == []  # the valid first output of the same decision was not produced either
+
+
+def test_a_failing_timer_is_retried_later_not_in_a_hot_loop() -> None:
+    rig = Rig()
+    rig.send(command(reference="timer"))
+    rig.processor.step()
+    rig.logic.timer_fails = True
+    rig.clock.now = T0 + timedelta(minutes=1)
+    rig.processor.step()
+    rig.processor.step()
+    assert rig.producer.commits == 2  # the first batch, then one failed firing; no third attempt yet
+    rig.logic.timer_fails = False
+    rig.clock.now = T0 + timedelta(minutes=2, seconds=1)  # past timer_retry_ms (60 s)
+    rig.processor.step()
+    assert len(rig.outputs()) == 2
+
+
+# -- the process around the loop -----------------------------------------------------------------
+
+
+class Scripted:
+    def __init__(self, errors: list[Exception | None]) -> None:
+        self.errors = errors
+        self.builds = 0
+
+    def build(self) -> Scripted:
+        self.builds += 1
+        return self
+
+    def run(self, stop: threading.Event) -> None:
+        error = self.errors.pop(0)
+        if error is not None:
+            raise error
+
+
+def test_fatal_errors_rebuild_until_a_run_ends_cleanly() -> None:
+    script = Scripted([FatalProcessorError("fenced"), FatalProcessorError("fenced"), None])
+    assert run_until_stopped(script.build, threading.Event(), "s", pause_s=0) == EXIT_OK
+    assert script.builds == 3
+
+
+def test_fatal_errors_past_the_rebuild_bound_exit_with_a_distinct_code() -> None:
+    script = Scripted([FatalProcessorError("fenced")] * 3)
+    assert run_until_stopped(script.build, threading.Event(), "s", rebuilds_max=3, pause_s=0) == EXIT_REBUILDS_EXHAUSTED
+
+
+def test_a_topology_error_exits_at_once_with_the_configuration_code() -> None:
+    script = Scripted([TopologyError("wrong partition count")])
+    assert run_until_stopped(script.build, threading.Event(), "s", pause_s=0) == EXIT_CONFIG
+    assert script.builds == 1
+
+
+def _payment_ids(rig: Rig) -> list[str]:
+    return [r.key.decode() for r in rig.broker.records(TOPICS.commands) if r.key is not None]
