@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e test demo stack-up stack-down soak bench clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e test demo stack-up stack-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ e2e: $(STAMP) ## The whole pipeline as separate processes
 
 test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests)
 	$(BIN)/payments stack fetch
-	$(BIN)/pytest -q -m "not soak" $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Bring the stack up, run the services, publish sample payments, report, shut down
 	$(BIN)/payments demo
@@ -52,12 +52,9 @@ stack-up: $(STAMP) ## Start the local Kafka + PostgreSQL stack (idempotent)
 stack-down: $(STAMP) ## Stop the local stack
 	$(BIN)/payments stack down
 
-soak: $(STAMP) ## Long crash/restart chaos run (not part of make test)
-	$(BIN)/pytest -q -m soak $(PYTEST_ARGS)
-
 bench: $(STAMP) ## End-to-end throughput and latency on the local stack (prints figures)
 	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-2000}
 
-clean: ## Remove the virtual env, caches and local stack data
-	-$(BIN)/payments stack down
+clean: ## Remove the virtual env, caches and all local stack data (a root-run PostgreSQL's server home too)
+	-$(BIN)/payments stack purge
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .hypothesis

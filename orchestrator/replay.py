@@ -43,6 +43,7 @@ from payments.runtime.topics import Topics
 
 SERVICE = "orchestrator"
 DifferenceKind = Literal["missing", "different", "extra", "misplaced"]
+DESCRIBE_ATTEMPTS_MAX = 5
 
 
 class OrchestratorReplayError(OrchestratorError):
@@ -223,20 +224,26 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None, *,
             producer.poll(0.1)
 
 
-def orchestrator_group_members(bootstrap: str, group: str) -> int:
+def orchestrator_group_members(bootstrap: str, group: str, *, timeout_s: float = 10.0) -> int:
     """How many members the orchestrator's consumer group has (0 when the group does not exist).
 
     Any other failure raises: "cannot tell" must never pass for "nobody is running".
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-    except KafkaException as error:
-        if error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-            return 0
-        raise OrchestratorReplayError(f"cannot tell whether the orchestrator is running (describing group "
-                                      f"{group} failed: {error.args[0]}); stop it and pass --force") from error
-    return len(description.members)
+    for attempt in range(1, DESCRIBE_ATTEMPTS_MAX + 1):
+        try:
+            description = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+            return len(description.members)  # a group that does not exist is DEAD with no members
+        except KafkaException as error:
+            kafka_error: KafkaError = error.args[0]
+            if kafka_error.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return 0
+            if not kafka_error.retriable() or attempt == DESCRIBE_ATTEMPTS_MAX:
+                raise OrchestratorReplayError(
+                    f"cannot tell whether the orchestrator is running (describing group {group} failed: "
+                    f"{kafka_error}); stop it and pass --force") from error
+            time.sleep(0.2 * attempt)  # NOT_COORDINATOR and the like while the coordinator moves or loads
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool = False,

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from projections.migrate import available, migrate
+from projections.status import StatusRow, TimelineRow
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +121,12 @@ def test_migrating_again_applies_nothing_and_changes_nothing(empty_database: Cal
     assert migrate(url) == []
     assert migrate(url, up_to=2) == []
     assert catalog(url) == before
+
+
+def test_the_status_tables_have_the_columns_the_projection_names_in_that_order(database_url: str) -> None:
+    # The projection names its columns; replay verification compares rows position by position.
+    with psycopg.connect(database_url) as conn:
+        columns = {table: [str(name) for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s "
+            "ORDER BY ordinal_position", (table,)).fetchall()] for table in ("payment_status", "payment_timeline")}
+    assert columns == {"payment_status": list(StatusRow._fields), "payment_timeline": list(TimelineRow._fields)}

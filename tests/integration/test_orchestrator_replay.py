@@ -19,7 +19,13 @@ from confluent_kafka.admin import AdminClient
 
 from ops.registry import topology
 from ops.supervisor import ServiceProcess, start_all
-from orchestrator.replay import live_states, read_changelog, replay_orchestrator
+from orchestrator.replay import (
+    OrchestratorReplayError,
+    live_states,
+    orchestrator_group_members,
+    read_changelog,
+    replay_orchestrator,
+)
 from orchestrator.state import SagaState
 from payments.contracts.messages import (
     InitiatePayment,
@@ -36,7 +42,7 @@ from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFund
 from payments.money import Money
 from payments.runtime.topics import Topics, ensure_topics
 from tests.integration.test_projections import produce_events
-from tests.integration.test_saga_paths import FAST_ENV
+from tests.e2e.test_saga_paths import FAST_ENV
 from tests.support import (
     PARTITIONS,
     decode_all,
@@ -237,3 +243,9 @@ def test_orchestrator_replay_of_many_payments_writes_their_folded_states_in_boun
     assert {pid: partition for pid, (partition, _s) in rebuilt.items()} == partitions
     assert replay_orchestrator(bootstrap=kafka_bootstrap, topics=topics, serde=serde(),
                                verify_only=True).differences == []
+
+
+def test_the_running_check_counts_no_members_only_when_the_group_does_not_exist(kafka_bootstrap: str) -> None:
+    assert orchestrator_group_members(kafka_bootstrap, f"no-such-group-{uuid.uuid4().hex}") == 0
+    with pytest.raises(OrchestratorReplayError, match="cannot tell whether the orchestrator is running"):
+        orchestrator_group_members("127.0.0.1:1", "orchestrator", timeout_s=2)  # nothing listens there

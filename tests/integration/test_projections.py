@@ -20,7 +20,7 @@ from projections.replay import checksum, table_checksums
 from projections.report import SettlementReportProjection
 from projections.runner import Projection, ProjectionRunner, RecordMeta, RunnerConfig
 from tests.support import serde, service, setup_topics, wait_for
-from tests.unit.projections.events import lifecycle, settlement
+from tests.unit.projections.events import initiated, lifecycle, reserved, settlement
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +219,23 @@ def test_settlement_report_totals_per_day_currency_partner_count_each_event_once
     assert count(database_url, "SELECT sum(refunded_minor) FROM settlement_report") == sum(
         e.amount.amount_minor for e in refunds)
     assert count(database_url, "SELECT count(*) FROM settlement_report") == 4  # 2 currencies x 2 partners
+
+
+def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_partition_moves_on(
+        kafka_bootstrap: str, database_url: str, topics: Topics) -> None:
+    setup_topics(kafka_bootstrap, topics)
+    whale = str(uuid.uuid4())
+    # Two holds of 2**62 on one account: the second takes `held` past a bigint. PostgreSQL refuses it.
+    huge = [initiated(whale, 2**62, payer="whale"), reserved(whale, 2**62, seq=2), reserved(whale, 2**62, seq=3)]
+    ordinary = scenario(5)
+    produce_events(kafka_bootstrap, topics.events, [*huge, *ordinary])
+    with running(LedgerProjection(), bootstrap=kafka_bootstrap, database_url=database_url, topics=topics):
+        wait_for(lambda: count(database_url, "SELECT count(*) FROM projection_dead_letters") == 1
+                 and count(database_url, "SELECT count(*) FROM journal_entries") == 1 + posting_event_count(ordinary),
+                 60, "the refused record parked and everything else applied")
+    with psycopg.connect(database_url) as conn:
+        (error_class, reason, value), = conn.execute(
+            "SELECT error_class, reason, record_value FROM projection_dead_letters").fetchall()
+    assert error_class == "ProjectionApplyError" and "out of range" in str(reason)
+    assert serde().decode(bytes(value)) == huge[2]  # type: ignore[arg-type]
+    assert_every_entry_balanced(database_url)

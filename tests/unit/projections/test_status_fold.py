@@ -14,6 +14,7 @@ from payments.contracts.events import (
     PartnerDeclined,
     PaymentCancelled,
     PaymentFailed,
+    PaymentInitiated,
     PaymentRefunded,
     PaymentRejected,
     RefundRejected,
@@ -24,7 +25,7 @@ from payments.contracts.messages import Message
 from payments.money import Money
 from projections.replay import checksum
 from projections.runner import RecordMeta
-from projections.status import PaymentStatusFold, StatusRow
+from projections.status import PaymentStatusFold, StatusRow, TimelineRow
 from tests.unit.projections.events import T0, committed, initiated, settled
 
 META = RecordMeta("payments.events", 0, 0, 0)
@@ -139,8 +140,15 @@ def test_a_preloaded_row_is_updated_only_by_new_events():
     assert resumed.changed == {events[0].payment_id}
 
 
-def test_rows_are_in_table_column_order():
-    row = fold(status_lifecycle(0)).rows()["payment_status"][0]
-    assert len(row) == len(StatusRow._fields) == 12
-    timeline = fold(status_lifecycle(0)).rows()["payment_timeline"][0]
-    assert timeline[3] == "PaymentInitiated" and isinstance(timeline[5], dict)
+def test_rows_carry_each_column_by_name():
+    events = status_lifecycle(0)  # settled, refunded, then a refund rejected (which moves no status)
+    first, refunded = events[0], events[7]
+    assert isinstance(first, PaymentInitiated) and isinstance(refunded, PaymentRefunded)
+    row = StatusRow(*fold(events).rows()["payment_status"][0])  # type: ignore[arg-type]
+    assert (row.payment_id, row.payer_account, row.payee_account, row.amount_minor, row.currency, row.partner) == (
+        first.payment_id, first.payer_account, first.payee_account, 100, "EUR", first.partner)
+    assert (row.status, row.last_event_type, row.last_seq) == ("REFUNDED", "PaymentRefunded", refunded.seq)
+    assert row.created_at == first.occurred_at and row.updated_at == refunded.occurred_at
+    timeline = TimelineRow(*fold(events).rows()["payment_timeline"][0])  # type: ignore[arg-type]
+    assert (timeline.event_id, timeline.event_type, timeline.seq) == (first.event_id, "PaymentInitiated", 1)
+    assert timeline.detail["payer_account"] == first.payer_account

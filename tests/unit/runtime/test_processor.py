@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
+from payments.contracts.errors import EncodeError
 from payments.contracts.messages import AssessRisk, InitiatePayment, Message
 from payments.contracts.topics import COMMANDS, RISK_COMMANDS
 from payments.money import Money
@@ -314,6 +315,31 @@ def test_an_output_to_an_undeclared_topic_dead_letters_the_record_and_emits_none
     (letter,) = rig.dead_letters()
     assert letter.error_class == "ProcessingError" and "output_topics" in letter.reason
     assert rig.outputs() == []  # the valid first output of the same decision was not produced either
+
+
+class RefusingSerde(SingleObjectSerde):
+    """Encodes like the real one, except AssessRisk for the payments listed, which fail as Avro would."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def encode(self, msg: Message) -> bytes:
+        if isinstance(msg, AssessRisk) and msg.payment_id in self.refused:
+            raise EncodeError("avro_write_failed", "value out of range for the schema")
+        return super().encode(msg)
+
+
+def test_an_unencodable_output_dead_letters_the_record_and_the_partition_moves_on() -> None:
+    bad, good = command(), command()
+    rig = Rig()
+    rig.processor.serde = RefusingSerde({bad.payment_id})
+    rig.send(bad, good)
+    assert rig.processor.step() == 2
+    (letter,) = rig.dead_letters()
+    assert letter.error_class == "ProcessingError" and "EncodeError" in letter.reason
+    assert rig.processor.state_of(bad.payment_id) is None and rig.processor.state_of(good.payment_id) == Seen(count=1)
+    assert len(rig.outputs()) == 1
 
 
 def test_a_failing_timer_is_retried_later_not_in_a_hot_loop() -> None:

@@ -41,7 +41,7 @@ from payments.money import Money
 from payments.runtime.topics import Topics
 from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
 FAST_ENV = {

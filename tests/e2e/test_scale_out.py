@@ -19,7 +19,7 @@ from payments.contracts.messages import Message, PaymentCancelled, PaymentFailed
 from payments.runtime.topics import Topics
 from tests.support import PARTITIONS, decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 PAYMENTS = 600
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
