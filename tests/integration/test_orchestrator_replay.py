@@ -41,8 +41,8 @@ from payments.contracts.messages import (
 from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFunds, SubmitToPartner
 from payments.money import Money
 from payments.runtime.topics import Topics, ensure_topics
-from tests.integration.test_projections import produce_events
 from tests.e2e.test_saga_paths import FAST_ENV
+from tests.integration.test_projections import produce_events
 from tests.support import (
     PARTITIONS,
     decode_all,
