@@ -1,7 +1,8 @@
 """Deterministic ids for what participants emit: the same input yields the same id.
 
-A redelivered command therefore gets a reply with the same `reply_id`, and the orchestrator
-(which deduplicates replies by id) sees one answer however often the command arrives.
+A redelivered command therefore gets a byte-identical reply (same `reply_id`). The orchestrator
+accepts a reply only while the saga awaits an attempt of that step (it matches the reply's
+`command_id`), so a second copy of an answer already applied changes nothing.
 """
 
 from __future__ import annotations
