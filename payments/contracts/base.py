@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict
 from payments.contracts import topics
 from payments.contracts.types import Long, Str, UtcMillis
 
+_BY_AVRO_NAME: dict[str, type[Message]] = {}
+
+
+def registered_messages() -> dict[str, type[Message]]:
+    """Every message model defined so far, by Avro record full name (payments.contracts.messages imports them all)."""
+    return dict(_BY_AVRO_NAME)
+
 
 class Message(BaseModel):
     """A frozen value that is one Avro record.
@@ -25,6 +32,14 @@ class Message(BaseModel):
     TOPIC: ClassVar[str]
 
     payment_id: Str
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A model that declares its own AVRO_NAME registers itself: no list of models to keep by hand."""
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.__dict__.get("AVRO_NAME")
+        if name is not None:
+            assert _BY_AVRO_NAME.setdefault(name, cls) is cls, f"two models claim the Avro record {name}"
 
     @property
     def message_id(self) -> str:

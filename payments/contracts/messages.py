@@ -1,10 +1,21 @@
-"""Every message model, and `MESSAGE_TYPES`: Avro record full name -> model class."""
+"""Every message model, and `MESSAGE_TYPES`: Avro record full name -> model class.
+
+A model registers itself when its module is imported (`Message.__pydantic_init_subclass__`), so a new
+record needs its model in one of the modules imported here and its schema file, nothing else.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-from payments.contracts.base import Command, Message, ParticipantCommand, ParticipantReply, SagaEvent
+from payments.contracts.base import (
+    Command,
+    Message,
+    ParticipantCommand,
+    ParticipantReply,
+    SagaEvent,
+    registered_messages,
+)
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.events import (
     CompensationFailed,
@@ -41,44 +52,8 @@ from payments.contracts.participants import (
 )
 from payments.contracts.settlements import SettlementEvent
 
-_ALL: Final[tuple[type[Message], ...]] = (
-    InitiatePayment,
-    CancelPayment,
-    RefundPayment,
-    PaymentInitiated,
-    PaymentRejected,
-    RiskAssessed,
-    FundsReserved,
-    FundsReservationFailed,
-    FundsReleased,
-    FundsCommitted,
-    SubmittedToPartner,
-    PartnerAccepted,
-    PartnerDeclined,
-    PaymentSettled,
-    PaymentFailed,
-    PaymentCancelled,
-    PaymentRefunded,
-    RefundRejected,
-    CompensationFailed,
-    ParticipantCommandIssued,
-    AssessRisk,
-    RiskAssessmentCompleted,
-    ReserveFunds,
-    FundsReservationResult,
-    ReleaseFunds,
-    FundsReleaseResult,
-    CommitFunds,
-    FundsCommitResult,
-    SubmitToPartner,
-    PartnerSubmissionResult,
-    QueryPartnerPayment,
-    PartnerQueryResult,
-    SettlementEvent,
-)
-
-MESSAGE_TYPES: Final[dict[str, type[Message]]] = {cls.AVRO_NAME: cls for cls in _ALL}
-assert len(MESSAGE_TYPES) == len(_ALL), "two models claim the same Avro record name"
+# Importing the modules above defined every model; each registered itself under its Avro name.
+MESSAGE_TYPES: Final[dict[str, type[Message]]] = registered_messages()
 
 __all__ = [
     "MESSAGE_TYPES",
