@@ -16,6 +16,7 @@ from orchestrator.config import SagaConfig
 from orchestrator.state import SagaState, fold
 from orchestrator.steps import Draft
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
+from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
     FundsCommitResult,
@@ -74,7 +75,7 @@ class OrchestratorLogic(JsonState[SagaState]):
     def __init__(self, config: SagaConfig | None = None) -> None:
         self.config = config or SagaConfig()
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
 
     def decide(self, state: SagaState | None, incoming: Incoming, now: datetime) -> Decision[SagaState]:

@@ -30,6 +30,7 @@ from consumers.funds.accounts import (
 )
 from consumers.ids import reply_id
 from payments.contracts.codes import CommitOutcome, ReleaseOutcome, ReservationOutcome
+from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
     CommitFunds,
@@ -133,7 +134,7 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
     def __init__(self, seed: dict[str, Account] | None = None, seed_path: Path | None = None) -> None:
         self.seed = seed if seed is not None else load_seed(seed_path)
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         if isinstance(message, ReserveFunds | ReleaseFunds | CommitFunds):
             return message.account
         return message.payment_id

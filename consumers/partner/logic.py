@@ -30,6 +30,7 @@ from consumers.partner.client import (
     QueryOutcome,
     SubmissionOutcome,
 )
+from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
     PartnerQueryResult,
@@ -84,7 +85,7 @@ class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
     def __init__(self, client: PartnerClient) -> None:
         self.client = client
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
 
     def decide(self, state: PartnerState | None, incoming: Incoming, now: datetime) -> Decision[PartnerState]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from consumers.ids import reply_id
 from consumers.risk.scoring import RiskModel, assess, load_model
 from payments.contracts.codes import RiskDecision
+from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import AssessRisk, RiskAssessmentCompleted
 from payments.contracts.topics import RISK_COMMANDS, RISK_REPLIES
@@ -60,7 +61,7 @@ class RiskLogic(JsonState[RiskState], NoTimers[RiskState]):
     def __init__(self, model: RiskModel | None = None, model_path: Path | None = None) -> None:
         self.model = model if model is not None else load_model(model_path)
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
 
     def decide(self, state: RiskState | None, incoming: Incoming, now: datetime) -> Decision[RiskState]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from consumers.ids import derived_event_id
 from payments.contracts.events import PaymentRefunded, PaymentSettled
+from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.settlements import SettlementEvent
 from payments.contracts.topics import EVENTS, SETTLEMENTS
@@ -55,7 +56,7 @@ class SettlementPublisherLogic(JsonState[SettlementState], NoTimers[SettlementSt
     input_topics: ClassVar[tuple[str, ...]] = (EVENTS,)
     output_topics: ClassVar[tuple[str, ...]] = (SETTLEMENTS,)
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
 
     def decide(self, state: SettlementState | None, incoming: Incoming,

@@ -70,6 +70,18 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def forwarded_headers(envelope: Envelope, msg: Message, *, content_type: str) -> list[tuple[str, bytes]]:
+    """Headers that carry `envelope`'s attributes for `msg` forwarded unchanged (same id, source, time, trace)."""
+    headers = [(H_SPECVERSION, envelope.specversion), (H_ID, envelope.id), (H_TYPE, type(msg).AVRO_NAME),
+               (H_SOURCE, envelope.source), (H_TIME, format_time(envelope.time)), (H_CONTENT_TYPE, content_type)]
+    if envelope.traceparent:
+        headers.append((H_TRACEPARENT, envelope.traceparent))
+    key = msg.idempotency_key_header
+    if key is not None:
+        headers.append((H_IDEMPOTENCY_KEY, key))
+    return [(name, value.encode("utf-8")) for name, value in headers]
+
+
 def build_headers(
     msg: Message,
     *,

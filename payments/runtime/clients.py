@@ -115,5 +115,6 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "enable.idempotence": True,
         "partitioner": "murmur2_random",  # same partition for a key as Java producers upstream
         "linger.ms": 5,
+        "message.max.bytes": config.message_bytes_max,
     })
     return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic))

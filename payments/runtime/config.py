@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from payments.runtime.deadletter import DeadLetterLimits
+
+# Record size limits, aligned (docs/contracts.md §8): a topic accepts batches up to TOPIC_MESSAGE_BYTES_MAX
+# (Kafka's default), our producers send records up to PRODUCER_MESSAGE_BYTES_MAX (librdkafka's default),
+# which is below it, and nothing we produce ourselves is larger than `output_bytes_max`.
+TOPIC_MESSAGE_BYTES_MAX = 1_048_588
+PRODUCER_MESSAGE_BYTES_MAX = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -15,7 +23,10 @@ class ProcessorConfig:
     batch_time_budget_ms: int = 4_000
     call_timeout_s: float = 30.0
     retriable_attempts_max: int = 10
-    record_bytes_max: int = 512 * 1024
+    record_bytes_max: int = 512 * 1024  # an input value larger than this is dead-lettered (OversizeRecord)
+    output_bytes_max: int = 900_000  # key + value + headers of anything a decision emits
+    message_bytes_max: int = PRODUCER_MESSAGE_BYTES_MAX
+    dead_letters: DeadLetterLimits = field(default_factory=DeadLetterLimits)
     restore_timeout_s: float = 120.0
     # A timer whose firing raised (a bug) is tried again this much later instead of in a hot loop.
     timer_retry_ms: int = 60_000
@@ -25,3 +36,5 @@ class ProcessorConfig:
     def __post_init__(self) -> None:
         assert self.batch_records_max > 0 and self.retriable_attempts_max > 0
         assert 0 < self.batch_time_budget_ms < self.transaction_timeout_ms, "a batch must fit in a transaction"
+        assert self.output_bytes_max < self.message_bytes_max <= TOPIC_MESSAGE_BYTES_MAX
+        assert self.dead_letters.copy_bytes_max < self.message_bytes_max

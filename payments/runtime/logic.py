@@ -28,11 +28,16 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message to produce in the same transaction. `destination` is a base topic name."""
+    """A message to produce in the same transaction. `destination` is a base topic name.
+
+    With `envelope`, the record carries that envelope's CloudEvents attributes (id, source, time,
+    trace) instead of new ones from this service: a message forwarded unchanged keeps its origin.
+    """
 
     destination: str
     key: str
     message: Message
+    envelope: Envelope | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,9 @@ class Logic(Protocol[S]):
     input_topics: ClassVar[tuple[str, ...]]
     output_topics: ClassVar[tuple[str, ...]]
 
-    def key_of(self, message: Message) -> str: ...
+    def key_of(self, message: Message, envelope: Envelope) -> str:
+        """The record key `message` must arrive with (the loop dead-letters a mismatch as KeyMismatch)."""
+        ...
 
     def decide(self, state: S | None, incoming: Incoming, now: datetime) -> Decision[S]: ...
 

@@ -23,6 +23,14 @@ librdkafka's error classes are followed exactly (docs/architecture.md §2):
     assigned partition to its committed position (the batch is read and decided again);
   - fatal (fenced), a retriable error past its bound, a failed abort, or any other Kafka error ->
     `FatalProcessorError`: the caller rebuilds the whole processor from committed Kafka state.
+
+No single record can stop a partition (docs/contracts.md §8). A record whose outputs Kafka refuses
+for what they are (too large, invalid) is *poisoned*: the transaction aborts, and when the record
+comes round again it is dead-lettered instead of decided. A refusal at produce() names the record
+at once; one reported at commit cannot name it (the broker refuses a whole produce batch), so the
+failed batch is then read again one record per transaction until the refused record is found. A
+dead letter is bounded in size (payments.runtime.deadletter), and if even that copy is refused a
+minimal one (no value, no original headers) is sent instead.
 """
 
 from __future__ import annotations
@@ -37,11 +45,11 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from payments.contracts.codec import Serde
-from payments.contracts.envelope import build_headers, parse_headers
+from payments.contracts.envelope import build_headers, forwarded_headers, parse_headers
 from payments.contracts.errors import ContractError
 from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
-from payments.runtime.deadletter import DeadLetter
+from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
 from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
 from payments.runtime.records import data_records, headers_of
@@ -52,11 +60,30 @@ S = TypeVar("S")
 log = structlog.get_logger(__name__)
 Produced = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 Changes = dict[Key, Any]
+Position = tuple[str, int, int]  # topic, partition, offset
+# Errors that are about the record itself (its size or shape), not about the broker or the network:
+# retrying cannot help, so the record that caused them is dead-lettered.
+RECORD_SPECIFIC_CODES = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE, KafkaError._INVALID_ARG,
+})
 
 
 class UndeclaredOutputError(ServiceError):
     """A decision emitted to a topic its Logic does not declare in `output_topics` (a bug in the Logic)."""
 
+
+class OutputTooLargeError(ServiceError):
+    """A decision's output is larger than the loop may produce (`ProcessorConfig.output_bytes_max`)."""
+
+
+class _Unproducible(Exception):
+    """Kafka refused, for what it is, a record produced on behalf of the input at `position`."""
+
+    def __init__(self, position: Position, dead_letter: DeadLetter) -> None:
+        super().__init__(dead_letter.detail)
+        self.position = position
+        self.dead_letter = dead_letter
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -87,6 +114,8 @@ class Processor(Generic[S]):
         self._outputs = frozenset(logic.output_topics)
         self.state: PartitionedState[S] = PartitionedState(logic.next_deadline)
         self._committed: dict[tuple[str, int], int] = {}  # next offset to read, as committed
+        self._poison: dict[Position, DeadLetter] = {}  # input records to dead-letter instead of deciding
+        self._isolate: dict[tuple[str, int], int] = {}  # one record per transaction below these offsets
         self._log = log.bind(service=logic.service, instance=instance_id)
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
@@ -143,6 +172,12 @@ class Processor(Generic[S]):
         """Steps 1-6 of the module docstring; returns the records committed (0 after an abort)."""
         changes: Changes = {}
         started = time.monotonic()
+        isolating = self._isolating()
+        if isolating:  # looking for a record Kafka refused at commit: one record per transaction, timers wait
+            self._seek_to_first(records[1:])
+            records = records[:1]
+            self.state.rearm(due)
+            due = []
         try:
             self.producer.begin_transaction()
             records = self._handle_records(records, changes, now, started)
@@ -155,24 +190,72 @@ class Processor(Generic[S]):
                     positions, self.consumer.consumer_group_metadata(), self.config.call_timeout_s),
                     "send_offsets_to_transaction")
             self._call(lambda: self.producer.commit_transaction(self.config.call_timeout_s), "commit_transaction")
+        except _Unproducible as refused:
+            self._poisoned(refused.position, refused.dead_letter)
+            self._abort(due, f"refused at produce: {refused}", len(records))
+            return 0
         except KafkaException as error:
-            self._after_failed_transaction(error.args[0], due, len(records))
+            kafka_error: KafkaError = error.args[0]
+            if kafka_error.fatal() or kafka_error.code() not in RECORD_SPECIFIC_CODES:
+                self._after_failed_transaction(kafka_error, due, len(records))
+            elif isolating:
+                self._poison_refused(records[0], kafka_error)
+                self._abort(due, str(kafka_error), len(records))
+            else:
+                self._isolate.update({(t, p): o + 1 for (t, p, o) in map(_position, records)})
+                self._log.warning("batch_isolated", error=str(kafka_error), records=len(records))
+                self._abort(due, str(kafka_error), len(records))
             return 0
         self.state.commit(changes)
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+        self._forget_poison()
         return len(records)
 
     def _after_failed_transaction(self, error: KafkaError, due: list[Key], records: int) -> None:
         if error.fatal() or not error.txn_requires_abort():
             raise FatalProcessorError(str(error))
-        self._log.warning("transaction_aborted", error=str(error), records=records)
+        self._abort(due, str(error), records)
+
+    def _abort(self, due: list[Key], why: str, records: int) -> None:
+        """Abort the open transaction, put the batch's timers back, and read the batch again."""
+        self._log.warning("transaction_aborted", error=why, records=records)
         try:
             self._call(lambda: self.producer.abort_transaction(self.config.call_timeout_s), "abort_transaction")
         except KafkaException as abort_error:
             raise FatalProcessorError(f"abort_transaction failed: {abort_error.args[0]}") from abort_error
         self.state.rearm(due)
         self._rewind()
+
+    # -- poison records -----------------------------------------------------------------------
+
+    def _poisoned(self, position: Position, dead_letter: DeadLetter) -> None:
+        if dead_letter.minimal and self._poison.get(position) == dead_letter:
+            raise FatalProcessorError(f"{self.logic.service}: even a minimal dead letter for {position} was "
+                                      f"refused: check max.message.bytes of {self.topics.dlq}")
+        self._poison[position] = dead_letter
+        self._log.warning("record_poisoned", topic=position[0], partition=position[1], offset=position[2],
+                          reason_code=dead_letter.reason_code, minimal=dead_letter.minimal)
+
+    def _poison_refused(self, record: Message, error: KafkaError) -> None:
+        """The single record of an isolated transaction was refused at commit: dead-letter it next time."""
+        position = _position(record)
+        earlier = self._poison.get(position)
+        if earlier is not None:  # its dead letter was refused too: send a minimal one
+            self._poisoned(position, earlier.as_minimal())
+            return
+        self._poisoned(position, self._dead(record, "UnproducibleRecord", "unproducible_record",
+                                            f"Kafka refused what this record produced: {error}"))
+
+    def _isolating(self) -> bool:
+        for partition, end in list(self._isolate.items()):
+            if self._committed.get(partition, -1) >= end:
+                del self._isolate[partition]
+        return bool(self._isolate)
+
+    def _forget_poison(self) -> None:
+        for position in [p for p in self._poison if self._committed.get((p[0], p[1]), -1) > p[2]]:
+            del self._poison[position]
 
     def _handle_records(self, records: list[Message], changes: Changes, now: datetime,
                         started: float) -> list[Message]:
@@ -186,18 +269,25 @@ class Processor(Generic[S]):
         return records
 
     def _handle_record(self, record: Message, changes: Changes, now: datetime) -> None:
+        poisoned = self._poison.get(_position(record))
+        if poisoned is not None:
+            self._dead_letter(record, poisoned)
+            return
         incoming = self._decode(record)
         if isinstance(incoming, DeadLetter):
             self._dead_letter(record, incoming)
             return
+        current = self._current(changes, incoming.partition, incoming.key)
         try:
-            decision = self.logic.decide(self._current(changes, incoming.partition, incoming.key), incoming, now)
+            decision = self.logic.decide(current, incoming, now)
             produced = self._encode(decision.outgoing, incoming.envelope.traceparent)
         except Exception as error:  # a bug or an unencodable output must not stop the partition: park the record
             self._log.exception("decide_failed", topic=incoming.topic, offset=incoming.offset)
-            self._dead_letter(record, self._dead(record, "ProcessingError", f"{type(error).__name__}: {error}"))
+            self._dead_letter(record, self._dead(record, "ProcessingError", "processing_error",
+                                                 f"{type(error).__name__}: {error}"))
             return
-        self._apply(decision, incoming.partition, incoming.key, produced, changes)
+        self._apply(decision, current, (incoming.partition, incoming.key), produced, changes=changes,
+                    blame=_position(record))
 
     def _handle_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
         state = self._current(changes, partition, key)
@@ -214,13 +304,14 @@ class Processor(Generic[S]):
             self._log.exception("timer_failed", partition=partition, key=key, retry_at=retry_at.isoformat())
             self.state.retry_at((partition, key), retry_at)
             return
-        self._apply(decision, partition, key, produced, changes)
+        self._apply(decision, state, (partition, key), produced, changes=changes, blame=None)
 
-    def _apply(self, decision: Decision[S], partition: int, key: str, produced: list[Produced],
-               changes: Changes) -> None:
-        changes[(partition, key)] = decision.state
+    def _apply(self, decision: Decision[S], current: S | None, key: Key, produced: list[Produced], *,
+               changes: Changes, blame: Position | None) -> None:
+        if decision.state is not current:  # an unchanged state needs no snapshot
+            changes[key] = decision.state
         for topic, out_key, value, headers in produced:
-            self._produce_raw(topic, out_key, value, headers)
+            self._produce_raw(topic, out_key, value, headers, blame=blame)
 
     def _encode(self, outgoing: tuple[Outgoing, ...], traceparent: str | None) -> list[Produced]:
         """Every outgoing message as a record, or an exception before anything is produced."""
@@ -229,14 +320,28 @@ class Processor(Generic[S]):
             if message.destination not in self._outputs:
                 raise UndeclaredOutputError(f"{self.logic.service} emitted to {message.destination}, "
                                             f"not among its output_topics {sorted(self._outputs)}")
-            headers = build_headers(message.message, source=self.logic.service, traceparent=traceparent,
-                                    content_type=self.serde.content_type)
-            produced.append((self.topics.name(message.destination), message.key.encode(),
-                             self.serde.encode(message.message), headers))
+            produced.append(self._record_of(message, traceparent))
         return produced
 
+    def _record_of(self, message: Outgoing, traceparent: str | None) -> Produced:
+        content_type = self.serde.content_type
+        if message.envelope is not None:
+            headers = forwarded_headers(message.envelope, message.message, content_type=content_type)
+        else:
+            headers = build_headers(message.message, source=self.logic.service, traceparent=traceparent,
+                                    content_type=content_type)
+        key, value = message.key.encode(), self.serde.encode(message.message)
+        size = len(key) + len(value) + sum(len(name) + len(header) for name, header in headers)
+        if size > self.config.output_bytes_max:
+            raise OutputTooLargeError(f"{type(message.message).__name__} to {message.destination} is {size} bytes, "
+                                      f"limit {self.config.output_bytes_max}")
+        return self.topics.name(message.destination), key, value, headers
+
     def _produce_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                     headers: list[tuple[str, bytes]] | None, partition: int = -1) -> None:
+                     headers: list[tuple[str, bytes]] | None, *, partition: int = -1,
+                     blame: Position | None = None) -> None:
+        """Produce one record in the open transaction. A refusal for what the record is raises _Unproducible
+        when an input record is to blame (`blame`), so that input is dead-lettered on the next pass."""
         wire: WireHeaders | None = None if headers is None else [*headers]
         for _ in range(self.config.retriable_attempts_max):
             try:
@@ -244,6 +349,13 @@ class Processor(Generic[S]):
                 return
             except BufferError:  # local queue full: let librdkafka deliver, then try again
                 self.producer.poll(0.1)
+            except KafkaException as error:
+                kafka_error: KafkaError = error.args[0]
+                if blame is None or kafka_error.code() not in RECORD_SPECIFIC_CODES:
+                    raise
+                raise _Unproducible(blame, DeadLetter(
+                    "UnproducibleRecord", "unproducible_record", f"Kafka refused a record produced for it on "
+                    f"{topic}: {kafka_error}", *blame)) from error
         raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, "producer queue stayed full", txn_requires_abort=True))
 
     def _produce_snapshots(self, changes: Changes) -> None:
@@ -258,36 +370,42 @@ class Processor(Generic[S]):
         value = record.value()
         key = record.key()
         if value is None:
-            return self._dead(record, "EmptyRecord", "record has no value")
+            return self._dead(record, "EmptyRecord", "empty_record", "record has no value")
         if len(value) > self.config.record_bytes_max:
-            return self._dead(record, "OversizeRecord",
+            return self._dead(record, "OversizeRecord", "oversize_record",
                               f"value is {len(value)} bytes, limit {self.config.record_bytes_max}")
         if not key:
-            return self._dead(record, "MissingKey", "record has no key; payment-keyed topics need the payment id")
+            return self._dead(record, "MissingKey", "missing_key",
+                              "record has no key; it must be the payment id (the account id on funds.commands)")
         try:
             envelope = parse_headers(headers_of(record))
             message = self.serde.decode(value)
             key_text = key.decode()
         except ContractError as error:
-            return self._dead(record, type(error).__name__, str(error))
+            return self._dead(record, type(error).__name__, reason_code_of(error.reason), str(error))
         except UnicodeDecodeError as error:
-            return self._dead(record, "UndecodableKey", str(error))
-        if self.logic.key_of(message) != key_text:
-            return self._dead(record, "KeyMismatch",
-                              f"key {key_text!r} differs from the message's id {self.logic.key_of(message)!r}")
+            return self._dead(record, "UndecodableKey", "undecodable_key", str(error))
+        expected = self.logic.key_of(message, envelope)
+        if expected != key_text:
+            return self._dead(record, "KeyMismatch", "key_mismatch",
+                              f"key {key_text[:200]!r} differs from the message's {expected!r}")
         topic, partition, offset = _position(record)
         return Incoming(topic=self._inputs.get(topic, topic), partition=partition, offset=offset,
                         key=key_text, message=message, envelope=envelope)
 
     @staticmethod
-    def _dead(record: Message, error_class: str, reason: str) -> DeadLetter:
-        topic, partition, offset = _position(record)
-        return DeadLetter(error_class, reason, topic, partition, offset)
+    def _dead(record: Message, error_class: str, reason_code: str, detail: str) -> DeadLetter:
+        return DeadLetter(error_class, reason_code, detail, *_position(record))
 
     def _dead_letter(self, record: Message, dead: DeadLetter) -> None:
-        self._log.warning("dead_lettered", error_class=dead.error_class, reason=dead.reason,
-                          topic=dead.source_topic, partition=dead.source_partition, offset=dead.source_offset)
-        self._produce_raw(self.topics.dlq, record.key(), record.value(), dead.headers(headers_of(record)))
+        self._log.warning("dead_lettered", error_class=dead.error_class, reason_code=dead.reason_code,
+                          detail=dead.detail[:500], topic=dead.source_topic, partition=dead.source_partition,
+                          offset=dead.source_offset, minimal=dead.minimal)
+        key, value, headers = dead.record(record.key(), record.value(), headers_of(record), self.config.dead_letters)
+        try:
+            self._produce_raw(self.topics.dlq, key, value, headers, blame=_position(record))
+        except _Unproducible as refused:  # the bounded copy was refused too: next time, a minimal one
+            raise _Unproducible(refused.position, dead.as_minimal()) from refused
 
     # -- state and positions ------------------------------------------------------------------
 
@@ -345,6 +463,8 @@ class Processor(Generic[S]):
         for tp in partitions:
             self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)
+            self._isolate.pop((tp.topic, tp.partition), None)
+        self._poison = {p: d for p, d in self._poison.items() if (p[0], p[1]) in self._committed}
         self._log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _restore(self, partitions: list[int]) -> dict[int, dict[str, S]]:

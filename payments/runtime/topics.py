@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from payments.contracts import topics as base
+from payments.runtime.config import TOPIC_MESSAGE_BYTES_MAX
 from payments.runtime.errors import TopologyError
 
 CREATE_TIMEOUT_S = 30
@@ -60,6 +61,7 @@ class TopicSpec:
 
     def new_topic(self) -> NewTopic:
         config = {"cleanup.policy": "compact"} if self.compacted else {"retention.ms": "-1"}
+        config["max.message.bytes"] = str(TOPIC_MESSAGE_BYTES_MAX)
         return NewTopic(self.name, num_partitions=self.partitions, replication_factor=-1, config=config)
 
 

@@ -19,7 +19,7 @@ from payments.contracts.participants import (
 )
 from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
-from tests.unit.consumers.helpers import NOW, incoming
+from tests.unit.consumers.helpers import NOW, envelope_of, incoming
 
 SEED = parse_seed({"accounts": {
     "acc-a": {"balances": {"EUR": "100.00", "JPY": "5000"}},
@@ -62,9 +62,9 @@ def eur(state: FundsState | None) -> tuple[int, int, int]:
 
 def test_commands_are_keyed_by_account() -> None:
     logic = FundsLogic(SEED)
-    assert logic.key_of(reserve("acc-a", 1, "h")) == "acc-a"
-    assert logic.key_of(release("acc-a", "h")) == "acc-a"
-    assert logic.key_of(commit("acc-a", "h")) == "acc-a"
+    assert logic.key_of(reserve("acc-a", 1, "h"), envelope_of(reserve("acc-a", 1, "h"))) == "acc-a"
+    assert logic.key_of(release("acc-a", "h"), envelope_of(reserve("acc-a", 1, "h"))) == "acc-a"
+    assert logic.key_of(commit("acc-a", "h"), envelope_of(reserve("acc-a", 1, "h"))) == "acc-a"
 
 
 def test_reserve_then_commit_debits_the_payer() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
@@ -66,6 +66,10 @@ class FakeProducer:
         self.commits = 0
         self.aborts = 0
         self.full_for = 0  # produce() raises BufferError this many more times
+        # A broker that refuses records for what they are: at produce() (as librdkafka's own size check
+        # does) or at commit (as the broker does for a whole produce batch).
+        self.refuse_on_produce: Callable[[str, Stored], bool] = lambda _topic, _record: False
+        self.refuse_at_commit: Callable[[str, Stored], bool] = lambda _topic, _record: False
 
     def init_transactions(self, timeout: float) -> None:
         self.failures.check("init_transactions")
@@ -82,7 +86,10 @@ class FakeProducer:
             self.full_for -= 1
             raise BufferError("Local: Queue full")
         self.failures.check("produce")
-        self.buffer.append((topic, Stored(key, value, headers), partition))
+        stored = Stored(key, value, headers)
+        if self.refuse_on_produce(topic, stored):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large"))
+        self.buffer.append((topic, stored, partition))
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -94,6 +101,9 @@ class FakeProducer:
 
     def commit_transaction(self, timeout: float) -> None:
         self.failures.check("commit_transaction")
+        if any(self.refuse_at_commit(topic, stored) for topic, stored, _ in self.buffer):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large",
+                                            txn_requires_abort=True))
         for topic, stored, partition in self.buffer:
             self.broker.append(topic, stored.key, stored.value, stored.headers, partition)
         for tp in self.offsets:

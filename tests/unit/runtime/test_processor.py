@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from payments.contracts.codec import SingleObjectSerde
-from payments.contracts.envelope import build_headers
+from payments.contracts.envelope import Envelope, build_headers
 from payments.contracts.errors import EncodeError
 from payments.contracts.messages import AssessRisk, InitiatePayment, Message
 from payments.contracts.topics import COMMANDS, RISK_COMMANDS
@@ -58,7 +58,7 @@ class CountingLogic(JsonState[Seen]):
         self.timer_fails = False
         self.decide_sleep_s = 0.0
 
-    def key_of(self, message: Message) -> str:
+    def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
 
     def decide(self, state: Seen | None, incoming: Incoming, now: datetime) -> Decision[Seen]:
@@ -69,7 +69,7 @@ class CountingLogic(JsonState[Seen]):
             raise ValueError("a bug in decide")
         current = state or Seen()
         due = now + timedelta(seconds=30) if command.reference == "timer" else current.due
-        out = [Outgoing(RISK_COMMANDS, command.payment_id, _assess(command.payment_id, current.count + 1, now))]
+        out = [Outgoing(RISK_COMMANDS, command.payment_id, _assess(command.payment_id, command.command_id, now))]
         if command.reference == "undeclared":
             out.append(Outgoing("elsewhere", command.payment_id, out[0].message))
         return Decision(Seen(count=current.count + 1, due=due), tuple(out))
@@ -77,14 +77,16 @@ class CountingLogic(JsonState[Seen]):
     def fire_timers(self, key: str, state: Seen, now: datetime) -> Decision[Seen]:
         if self.timer_fails:
             raise RuntimeError("a bug in fire_timers")
-        return Decision(state.model_copy(update={"due": None}), (Outgoing(RISK_COMMANDS, key, _assess(key, 0, now)),))
+        fired = Outgoing(RISK_COMMANDS, key, _assess(key, "timer", now))
+        return Decision(state.model_copy(update={"due": None}), (fired,))
 
     def next_deadline(self, state: Seen) -> datetime | None:
         return state.due
 
 
-def _assess(payment_id: str, n: int, now: datetime) -> AssessRisk:
-    return AssessRisk(payment_id=payment_id, command_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{payment_id}/{n}")),
+def _assess(payment_id: str, cause: str, now: datetime) -> AssessRisk:
+    """What the logic emits for a payment, with an id derived from what caused it (a command id, or the timer)."""
+    return AssessRisk(payment_id=payment_id, command_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{payment_id}/{cause}")),
                       issued_at=now, payer_account="acc-a", payee_account="acc-b", amount=Money.of(100, "EUR"))
 
 
@@ -303,7 +305,8 @@ def test_an_exception_in_decide_dead_letters_the_record_and_the_partition_moves_
     rig.send(bad, good)
     assert rig.processor.step() == 2
     (letter,) = rig.dead_letters()
-    assert letter.error_class == "ProcessingError" and "a bug in decide" in letter.reason
+    assert (letter.error_class, letter.reason_code) == ("ProcessingError", "processing_error")
+    assert "a bug in decide" in letter.detail
     assert rig.processor.state_of(payment) == Seen(count=1)  # the good one only
     assert len(rig.outputs()) == 1
 
@@ -313,7 +316,7 @@ def test_an_output_to_an_undeclared_topic_dead_letters_the_record_and_emits_none
     rig.send(command(reference="undeclared"))
     rig.processor.step()
     (letter,) = rig.dead_letters()
-    assert letter.error_class == "ProcessingError" and "output_topics" in letter.reason
+    assert letter.error_class == "ProcessingError" and "output_topics" in letter.detail
     assert rig.outputs() == []  # the valid first output of the same decision was not produced either
 
 
@@ -337,7 +340,7 @@ def test_an_unencodable_output_dead_letters_the_record_and_the_partition_moves_o
     rig.send(bad, good)
     assert rig.processor.step() == 2
     (letter,) = rig.dead_letters()
-    assert letter.error_class == "ProcessingError" and "EncodeError" in letter.reason
+    assert letter.error_class == "ProcessingError" and "EncodeError" in letter.detail
     assert rig.processor.state_of(bad.payment_id) is None and rig.processor.state_of(good.payment_id) == Seen(count=1)
     assert len(rig.outputs()) == 1
 
@@ -355,6 +358,69 @@ def test_a_failing_timer_is_retried_later_not_in_a_hot_loop() -> None:
     rig.clock.now = T0 + timedelta(minutes=2, seconds=1)  # past timer_retry_ms (60 s)
     rig.processor.step()
     assert len(rig.outputs()) == 2
+
+
+# -- no record can be fatal -----------------------------------------------------------------------
+
+
+def test_an_oversize_input_is_dead_lettered_as_a_bounded_copy_with_its_size_and_hash() -> None:
+    rig = Rig()
+    huge = command()
+    rig.broker.append(TOPICS.commands, huge.payment_id.encode(), b"\x00" * 2_000_000,
+                      [*build_headers(huge, source="test", traceparent=None)])
+    rig.send(follower := command())
+    rig.drain()
+    (stored,) = rig.broker.records(TOPICS.dlq)
+    found = {name: value for name, value in stored.headers or []}
+    assert (found["dlq_reason_code"], found["dlq_original_value_bytes"]) == (b"oversize_record", b"2000000")
+    assert found["dlq_value_truncated"] == b"true" and len(stored.value or b"") == 65_536
+    assert rig.processor.state_of(follower.payment_id) == Seen(count=1)
+
+
+def test_an_output_refused_at_produce_poisons_its_input_which_is_dead_lettered_on_the_next_pass() -> None:
+    rig = Rig()
+    bad, good = command(), command()
+    rig.producer.refuse_on_produce = \
+        lambda topic, r: topic == TOPICS.name(RISK_COMMANDS) and r.key == bad.payment_id.encode()
+    rig.send(bad, good)
+    assert rig.processor.step() == 0 and rig.producer.aborts == 1  # the batch is aborted and read again
+    rig.drain()
+    (letter,) = rig.dead_letters()
+    assert (letter.error_class, letter.reason_code) == ("UnproducibleRecord", "unproducible_record")
+    assert rig.processor.state_of(bad.payment_id) is None and rig.processor.state_of(good.payment_id) == Seen(count=1)
+    assert [r.key for r in rig.outputs()] == [good.payment_id.encode()]
+
+
+def test_a_refusal_at_commit_isolates_the_batch_and_dead_letters_only_the_refused_record() -> None:
+    rig = Rig()
+    payment = str(uuid.uuid4())  # all on one partition, in order
+    batch = [command(payment) for _ in range(5)]
+    refused_id = _assess(payment, batch[2].command_id, T0).command_id  # what the third command makes
+    rig.producer.refuse_at_commit = lambda topic, r: topic == TOPICS.name(RISK_COMMANDS) and \
+        SERDE.decode(r.value or b"").message_id == refused_id
+    rig.send(*batch)
+    rig.drain(12)
+    (letter,) = rig.dead_letters()
+    assert letter.reason_code == "unproducible_record" and letter.source_offset == 2
+    assert rig.processor.state_of(payment) == Seen(count=4)
+    assert len(rig.outputs()) == 4
+    rig.send(command(payment), command(payment))  # after the refused batch: batches are whole again
+    commits = rig.producer.commits
+    rig.processor.step()
+    assert rig.producer.commits == commits + 1 and rig.processor.state_of(payment) == Seen(count=6)
+
+
+def test_a_dead_letter_the_dlq_refuses_is_sent_minimal_and_one_refused_even_so_is_fatal() -> None:
+    rig = Rig()
+    rig.producer.refuse_on_produce = lambda topic, r: topic == TOPICS.dlq and len(r.value or b"") > 0
+    rig.broker.append(TOPICS.commands, b"k", b"not avro")  # dead-lettered: undecodable
+    rig.drain()
+    (stored,) = rig.broker.records(TOPICS.dlq)
+    assert stored.value == b"" and dict(stored.headers or [])["dlq_original_value_bytes"] == b"8"
+    rig.producer.refuse_on_produce = lambda topic, _r: topic == TOPICS.dlq
+    rig.broker.append(TOPICS.commands, b"k", b"not avro either")
+    with pytest.raises(FatalProcessorError, match="minimal dead letter"):
+        rig.drain()
 
 
 # -- the process around the loop -----------------------------------------------------------------

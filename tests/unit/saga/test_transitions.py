@@ -26,6 +26,7 @@ from payments.contracts.participants import (
     ReserveFunds,
     SubmitToPartner,
 )
+from tests.unit.consumers.helpers import envelope_of
 from tests.unit.saga import stages
 from tests.unit.saga.harness import (
     PAYMENT_ID,
@@ -45,7 +46,7 @@ def test_logic_declares_its_topics_and_keys_by_payment_id() -> None:
     logic = OrchestratorLogic()
     assert logic.service == "orchestrator"
     assert logic.input_topics == ("payments.commands", "risk.replies", "funds.replies", "partner.replies")
-    assert logic.key_of(initiate()) == PAYMENT_ID
+    assert logic.key_of(initiate(), envelope_of(initiate())) == PAYMENT_ID
 
 
 def test_valid_initiate_emits_initiated_and_asks_risk() -> None:
