@@ -21,6 +21,8 @@ from consumers.partner.logic import PartnerGatewayLogic
 from consumers.partner.simulator import SimulatedPartner
 from consumers.risk.logic import RiskLogic
 from consumers.settlement.logic import SettlementPublisherLogic
+from intake.dedupe import DedupeLogic
+from intake.router import IntakeRouterLogic
 from ops.settings import Settings
 from orchestrator.saga import OrchestratorLogic
 from payments.contracts.topics import DLQ
@@ -48,6 +50,10 @@ class ServiceSpec:
 
 
 SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (
+    ServiceSpec(IntakeRouterLogic, lambda s: IntakeRouterLogic(),
+                "accepts commands on any partition and repartitions them by (client, idempotency key)"),
+    ServiceSpec(DedupeLogic, lambda s: DedupeLogic(s.dedupe()),
+                "idempotency per client and key (PAYMENTS_IDEMPOTENCY_WINDOW_S); admits commands to the saga"),
     ServiceSpec(OrchestratorLogic, lambda s: OrchestratorLogic(s.saga()),
                 "the payment saga: commands and participant replies in, events and participant commands out"),
     ServiceSpec(RiskLogic, lambda s: RiskLogic(model_path=s.risk_model_file),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +22,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.partner.simulator import SimulatorConfig, parse_latency
+from intake.dedupe import DedupeConfig
 from ops.errors import ConfigError
 from orchestrator.config import SagaConfig
 from payments.contracts.codec import Serde, serde_for
@@ -60,6 +62,8 @@ class Settings(BaseSettings):
     projection_batch_max: Positive = 1_000
     # -- the saga and its participants ------------------------------------------------------------
     saga_time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    partners: str = "simbank"  # comma-separated: the partner names an InitiatePayment may carry
+    idempotency_window_s: Positive = 86_400
     risk_model_file: Path | None = None
     funds_seed_file: Path | None = None
     partner_decline_rate: Rate = 0.1
@@ -123,7 +127,13 @@ class Settings(BaseSettings):
         return RunnerConfig(batch_records_max=self.projection_batch_max)
 
     def saga(self) -> SagaConfig:
-        return SagaConfig(time_scale=self.saga_time_scale)
+        partners = frozenset(name.strip() for name in self.partners.split(",") if name.strip())
+        if not partners:
+            raise ConfigError(f"PAYMENTS_PARTNERS={self.partners!r}: name at least one partner")
+        return SagaConfig(time_scale=self.saga_time_scale, partners=partners)
+
+    def dedupe(self) -> DedupeConfig:
+        return DedupeConfig(window=timedelta(seconds=self.idempotency_window_s))
 
     def simulator(self) -> SimulatorConfig:
         try:

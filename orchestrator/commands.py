@@ -1,13 +1,16 @@
-"""Upstream commands: InitiatePayment, CancelPayment, RefundPayment.
+"""Upstream commands (InitiatePayment, CancelPayment, RefundPayment) and the intake's duplicate notices.
 
-Idempotency scope is the payment id: commands are keyed by it, so the record of what was asked
-(idempotency key + request hash) lives in the payment's own state.
+Idempotency has two layers. The intake deduplicates per client and key, whatever payment id a retry
+carries, and tells the saga with a `DuplicateCommand` (answered here by `duplicate`). Within a
+payment, the saga also keeps what was asked (idempotency key + request hash) in the payment's own
+state, so a command for an existing payment under another key or with other terms is refused too.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from orchestrator.config import SagaConfig
 from orchestrator.state import CANCEL_REQUESTED, TERMINAL, SagaState
 from orchestrator.steps import Draft, issue
 from payments.contracts.codes import RejectCode
@@ -19,6 +22,7 @@ from payments.contracts.events import (
     PaymentRejected,
     RefundRejected,
 )
+from payments.contracts.intake import DuplicateCommand
 from payments.contracts.validation import validate_cancel, validate_initiate, validate_refund
 
 # Until the payment is submitted to the partner it can be cancelled.
@@ -33,11 +37,13 @@ def request_hash(command: InitiatePayment) -> str:
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
 
 
-def _reject(draft: Draft, code: RejectCode, detail: str, idempotency_key: str) -> None:
-    draft.event(PaymentRejected, reason_code=code, detail=detail, idempotency_key=idempotency_key)
+def _reject(draft: Draft, code: RejectCode, detail: str, idempotency_key: str,
+            original_payment_id: str | None = None) -> None:
+    draft.event(PaymentRejected, reason_code=code, detail=detail, idempotency_key=idempotency_key,
+                original_payment_id=original_payment_id)
 
 
-def initiate(draft: Draft, command: InitiatePayment) -> None:
+def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig) -> None:
     state = draft.state
     digest = request_hash(command)
     if state is not None and state.status == "REJECTED":
@@ -53,6 +59,10 @@ def initiate(draft: Draft, command: InitiatePayment) -> None:
     reasons = validate_initiate(command)
     if reasons:
         _reject(draft, reasons[0].code, reasons[0].detail, command.idempotency_key)
+        return
+    if command.partner not in config.partners:
+        _reject(draft, "UNKNOWN_PARTNER", f"partner {command.partner[:100]!r} is not one of "
+                f"{', '.join(sorted(config.partners))}", command.idempotency_key)
         return
     draft.event(PaymentInitiated, payer_account=command.payer_account, payee_account=command.payee_account,
                 amount=command.amount, partner=command.partner, reference=command.reference,
@@ -116,3 +126,25 @@ def refund(draft: Draft, command: RefundPayment) -> None:
     assert current.refunded is not None
     draft.event(PaymentRefunded, refund_id=command.refund_id, amount=command.amount,
                 refunded_total=current.refunded.add(command.amount))
+
+
+def duplicate(draft: Draft, notice: DuplicateCommand) -> None:
+    """The intake saw this command's (client, idempotency key) before: answer with the original outcome."""
+    if notice.verdict == "KEY_REUSED":
+        detail = (f"idempotency key already used by {notice.command_type} {notice.original_command_id} "
+                  f"(payment {notice.original_payment_id}) with another request")
+        if notice.command_type == "RefundPayment" and notice.refund_id is not None:
+            draft.event(RefundRejected, refund_id=notice.refund_id, reason_code="IDEMPOTENCY_KEY_REUSED")
+        else:
+            _reject(draft, "IDEMPOTENCY_KEY_REUSED", detail, notice.idempotency_key)
+        return
+    if notice.command_type == "RefundPayment":
+        if notice.refund_id is not None and notice.refund_id != notice.original_refund_id:
+            draft.event(RefundRejected, refund_id=notice.refund_id, reason_code="DUPLICATE_REQUEST",
+                        original_refund_id=notice.original_refund_id)
+        return  # the same refund again: its outcome is already on this payment's events
+    if notice.payment_id == notice.original_payment_id:
+        return  # the same command again: nothing new happens
+    _reject(draft, "DUPLICATE_REQUEST", f"the same request under the same idempotency key created payment "
+            f"{notice.original_payment_id}: its outcome is this request's", notice.idempotency_key,
+            original_payment_id=notice.original_payment_id)

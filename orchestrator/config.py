@@ -13,7 +13,11 @@ class SagaConfig:
     """
 
     time_scale: float = 1.0
+    # The partners a payment may name (InitiatePayment.partner); any other is rejected UNKNOWN_PARTNER.
+    partners: frozenset[str] = frozenset({"simbank"})
 
     def __post_init__(self) -> None:
         if not 0 < self.time_scale <= 1:
             raise ValueError(f"saga time scale must be in (0, 1], got {self.time_scale}")
+        if not self.partners:
+            raise ValueError("at least one partner must be configured")

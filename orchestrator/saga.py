@@ -17,6 +17,7 @@ from orchestrator.state import SagaState, fold
 from orchestrator.steps import Draft
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.envelope import Envelope
+from payments.contracts.intake import DuplicateCommand
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
     FundsCommitResult,
@@ -27,7 +28,7 @@ from payments.contracts.participants import (
     RiskAssessmentCompleted,
 )
 from payments.contracts.topics import (
-    COMMANDS,
+    ADMITTED,
     EVENTS,
     FUNDS_COMMANDS,
     FUNDS_REPLIES,
@@ -41,10 +42,12 @@ from payments.runtime.logic import Decision, Incoming, JsonState
 __all__ = ["OrchestratorLogic", "SagaState", "fold", "request_hash"]
 
 
-def _route(draft: Draft, message: Message) -> None:  # noqa: PLR0911 - one branch per message type
+def _route(draft: Draft, message: Message, config: SagaConfig) -> None:  # noqa: PLR0911 - a branch per type
     match message:
         case InitiatePayment():
-            return commands.initiate(draft, message)
+            return commands.initiate(draft, message, config)
+        case DuplicateCommand():
+            return commands.duplicate(draft, message)
         case CancelPayment():
             return commands.cancel(draft, message)
         case RefundPayment():
@@ -69,7 +72,7 @@ class OrchestratorLogic(JsonState[SagaState]):
 
     state_model = SagaState
     service: ClassVar[str] = "orchestrator"
-    input_topics: ClassVar[tuple[str, ...]] = (COMMANDS, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
+    input_topics: ClassVar[tuple[str, ...]] = (ADMITTED, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
     output_topics: ClassVar[tuple[str, ...]] = (EVENTS, RISK_COMMANDS, FUNDS_COMMANDS, PARTNER_COMMANDS)
 
     def __init__(self, config: SagaConfig | None = None) -> None:
@@ -81,7 +84,7 @@ class OrchestratorLogic(JsonState[SagaState]):
     def decide(self, state: SagaState | None, incoming: Incoming, now: datetime) -> Decision[SagaState]:
         message = incoming.message
         draft = Draft(payment_id=message.payment_id, state=state, now=now, causation_id=incoming.envelope.id)
-        _route(draft, message)
+        _route(draft, message, self.config)
         return draft.decision()
 
     def fire_timers(self, key: str, state: SagaState, now: datetime) -> Decision[SagaState]:

@@ -20,6 +20,8 @@ RejectCode = Literal[
     "INVALID_STATE",
     "CURRENCY_MISMATCH",
     "REFUND_EXCEEDS_SETTLED",
+    "UNKNOWN_PARTNER",  # since PaymentRejected v2
+    "DUPLICATE_REQUEST",  # since PaymentRejected/RefundRejected v2: see original_payment_id / original_refund_id
 ]
 REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
 
@@ -32,3 +34,5 @@ CommitOutcome = Literal["COMMITTED", "UNKNOWN_HOLD"]
 SubmissionOutcome = Literal["ACCEPTED", "DECLINED", "ERROR"]
 PartnerStatus = Literal["ACCEPTED", "DECLINED", "NOT_FOUND", "PENDING"]
 SettlementKind = Literal["SETTLEMENT", "REFUND"]
+DuplicateVerdict = Literal["SAME_REQUEST", "KEY_REUSED"]
+CommandType = Literal["InitiatePayment", "CancelPayment", "RefundPayment"]

@@ -34,6 +34,7 @@ class PaymentRejected(SagaEvent):
     reason_code: RejectCode
     detail: Str
     idempotency_key: Str
+    original_payment_id: Str | None = None  # since v2, with DUPLICATE_REQUEST
 
 
 class RiskAssessed(SagaEvent):
@@ -134,6 +135,7 @@ class RefundRejected(SagaEvent):
 
     refund_id: Str
     reason_code: RejectCode
+    original_refund_id: Str | None = None  # since v2, with DUPLICATE_REQUEST
 
 
 class CompensationFailed(SagaEvent):

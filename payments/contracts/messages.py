@@ -36,6 +36,7 @@ from payments.contracts.events import (
     RiskAssessed,
     SubmittedToPartner,
 )
+from payments.contracts.intake import DuplicateCommand
 from payments.contracts.participants import (
     AssessRisk,
     CommitFunds,
@@ -62,6 +63,7 @@ __all__ = [
     "Command",
     "CommitFunds",
     "CompensationFailed",
+    "DuplicateCommand",
     "FundsCommitResult",
     "FundsCommitted",
     "FundsReleaseResult",

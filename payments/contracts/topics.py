@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 COMMANDS: Final = "payments.commands"  # upstream commands, any partition, any partitioner
+INTAKE_REQUESTS: Final = "intake.requests"  # internal: commands repartitioned by idempotency scope
+ADMITTED: Final = "payments.admitted"  # internal: admitted commands and duplicate notices, keyed by payment id
 EVENTS: Final = "payments.events"  # saga events, keyed by payment id
 SETTLEMENTS: Final = "payments.settlements"  # the public downstream contract
 DLQ: Final = "payments.dlq"  # dead letters of every Kafka->Kafka service

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
+from payments.errors import PaymentsError
 
 S = TypeVar("S")
 
@@ -78,6 +79,18 @@ class Logic(Protocol[S]):
     def decode_state(self, data: bytes) -> S: ...
 
 
+class InputRejected(PaymentsError):
+    """Raised by `decide` for a record that is well-formed but not acceptable input for this service (a
+    message of another type on a command topic, say): the loop dead-letters it with these codes, as
+    bad input from upstream rather than a bug (`ProcessingError`)."""
+
+    def __init__(self, error_class: str, reason_code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error_class = error_class
+        self.reason_code = reason_code
+        self.detail = detail
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -101,3 +114,19 @@ class NoTimers(Generic[S]):
 
     def next_deadline(self, state: S) -> datetime | None:
         return None
+
+
+class NoState:
+    """For a stateless service: nothing is kept, nothing is snapshotted, nothing fires."""
+
+    def fire_timers(self, key: str, state: None, now: datetime) -> Decision[None]:
+        return Decision(None)
+
+    def next_deadline(self, state: None) -> datetime | None:
+        return None
+
+    def encode_state(self, state: None) -> bytes:
+        raise AssertionError("a stateless service has no state to encode")
+
+    def decode_state(self, data: bytes) -> None:
+        raise AssertionError(f"a stateless service found {len(data)} bytes in its changelog")

@@ -51,7 +51,7 @@ from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
-from payments.runtime.logic import Decision, Incoming, Logic, Outgoing
+from payments.runtime.logic import Decision, Incoming, InputRejected, Logic, Outgoing
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.state import Key, PartitionedState
 from payments.runtime.topics import Topics
@@ -281,6 +281,9 @@ class Processor(Generic[S]):
         try:
             decision = self.logic.decide(current, incoming, now)
             produced = self._encode(decision.outgoing, incoming.envelope.traceparent)
+        except InputRejected as rejected:  # bad input the Logic recognised: upstream's problem, not ours
+            self._dead_letter(record, self._dead(record, rejected.error_class, rejected.reason_code, rejected.detail))
+            return
         except Exception as error:  # a bug or an unencodable output must not stop the partition: park the record
             self._log.exception("decide_failed", topic=incoming.topic, offset=incoming.offset)
             self._dead_letter(record, self._dead(record, "ProcessingError", "processing_error",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from orchestrator.config import SagaConfig
 from orchestrator.policy import BACKOFF_CAP_MS, backoff_ms, window, window_max
 from orchestrator.saga import OrchestratorLogic
 from orchestrator.state import fold
 from payments.contracts.events import PaymentRefunded, PaymentRejected, RefundRejected
+from payments.contracts.intake import DuplicateCommand
 from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFunds, SubmitToPartner
 from tests.unit.saga import stages
 from tests.unit.saga.harness import (
+    PAYMENT_ID,
     START,
     Saga,
     commit_reply,
@@ -20,6 +23,7 @@ from tests.unit.saga.harness import (
     reservation_reply,
     risk_reply,
     submission_reply,
+    uid,
 )
 
 
@@ -166,3 +170,63 @@ def test_timer_events_have_a_deterministic_derived_causation_id() -> None:
     two.expire()
     assert one.events[-1].causation_id == two.events[-1].causation_id
     assert one.events[-1].causation_id != one.events[0].causation_id
+
+
+# -- the intake's duplicate notices ----------------------------------------------------------------
+
+
+def notice(verdict: str, command_type: str = "InitiatePayment", payment_id: str = PAYMENT_ID,
+           original: str = PAYMENT_ID, refund_id: str | None = None,
+           original_refund: str | None = None) -> DuplicateCommand:
+    return DuplicateCommand(payment_id=payment_id, command_id=uid("dup", payment_id, verdict),
+                            idempotency_key=f"idem-{original}", source="billing",
+                            command_type=command_type, verdict=verdict,  # type: ignore[arg-type]
+                            original_payment_id=original, original_command_id=uid("initiate", original),
+                            refund_id=refund_id, original_refund_id=original_refund, first_seen_at=START)
+
+
+def test_a_retry_under_a_new_payment_id_is_rejected_as_a_duplicate_naming_the_original() -> None:
+    retry_id = uid("retry-payment")
+    saga = Saga(payment_id=retry_id)
+    out = saga.handle(notice("SAME_REQUEST", payment_id=retry_id))
+    assert saga.types(out) == ["PaymentRejected"]
+    rejected = saga.emitted(PaymentRejected)[0]
+    assert (rejected.reason_code, rejected.original_payment_id) == ("DUPLICATE_REQUEST", PAYMENT_ID)
+    assert saga.status == "REJECTED" and saga.replayed() == saga.state
+    assert saga.handle(initiate(payment_id=retry_id)) == ()  # the retried id stays inert
+
+
+def test_the_same_command_again_changes_nothing_and_a_reused_key_is_rejected() -> None:
+    saga = stages.awaiting_risk()
+    before = saga.state
+    assert saga.handle(notice("SAME_REQUEST")) == () and saga.state == before
+    other_id = uid("other-payment")
+    other = Saga(payment_id=other_id)
+    other.handle(notice("KEY_REUSED", payment_id=other_id))
+    assert [(e.reason_code, e.original_payment_id) for e in other.emitted(PaymentRejected)] == [
+        ("IDEMPOTENCY_KEY_REUSED", None)]
+
+
+def test_a_refund_retry_under_a_new_refund_id_is_rejected_naming_the_original_refund() -> None:
+    saga = stages.settled()
+    first = refund(400)
+    saga.handle(first)
+    retry_refund_id = uid("retry-refund")
+    out = saga.handle(notice("SAME_REQUEST", "RefundPayment", refund_id=retry_refund_id,
+                             original_refund=first.refund_id))
+    assert saga.types(out) == ["RefundRejected"]
+    rejected = saga.emitted(RefundRejected)[-1]
+    assert (rejected.refund_id, rejected.reason_code, rejected.original_refund_id) == (
+        retry_refund_id, "DUPLICATE_REQUEST", first.refund_id)
+    assert saga.handle(notice("SAME_REQUEST", "RefundPayment", refund_id=first.refund_id,
+                              original_refund=first.refund_id)) == ()
+    assert len(saga.emitted(PaymentRefunded)) == 1
+
+
+def test_an_unknown_partner_is_rejected_and_the_partner_list_is_configuration() -> None:
+    saga = Saga()
+    saga.handle(initiate(partner="nobank"))
+    assert [e.reason_code for e in saga.emitted(PaymentRejected)] == ["UNKNOWN_PARTNER"]
+    configured = Saga(logic=OrchestratorLogic(SagaConfig(partners=frozenset({"nobank"}))))
+    configured.handle(initiate(partner="nobank"))
+    assert configured.status == "AWAITING_RISK"

@@ -45,7 +45,7 @@ from tests.unit.saga.harness import (
 def test_logic_declares_its_topics_and_keys_by_payment_id() -> None:
     logic = OrchestratorLogic()
     assert logic.service == "orchestrator"
-    assert logic.input_topics == ("payments.commands", "risk.replies", "funds.replies", "partner.replies")
+    assert logic.input_topics == ("payments.admitted", "risk.replies", "funds.replies", "partner.replies")
     assert logic.key_of(initiate(), envelope_of(initiate())) == PAYMENT_ID
 
 
