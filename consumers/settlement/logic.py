@@ -20,8 +20,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from consumers.ids import derived_event_id
-from payments.contracts.events import PaymentRefunded, PaymentSettled
 from payments.contracts.envelope import Envelope
+from payments.contracts.events import PaymentRefunded, PaymentSettled
 from payments.contracts.messages import Message
 from payments.contracts.settlements import SettlementEvent
 from payments.contracts.topics import EVENTS, SETTLEMENTS
