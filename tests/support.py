@@ -24,6 +24,8 @@ from payments.runtime.topics import Topics, ensure_topics
 
 T = TypeVar("T")
 PARTITIONS = 6  # the default of PAYMENTS_PARTITIONS, which the services under test use
+# What an upstream command passes through before it is a payment: the intake's two hops, then the saga.
+COMMAND_PATH = ["intake", "dedupe", "orchestrator"]
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
@@ -59,12 +61,12 @@ def setup_topics(bootstrap: str, topics: Topics) -> None:
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[Message], key_of: Callable[[Message], str],
-            codec: Serde | None = None) -> None:
+            codec: Serde | None = None, source: str = "tests") -> None:
     codec = codec or serde()
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "enable.idempotence": True})
     for message in messages:
         producer.produce(topic, key=key_of(message).encode(), value=codec.encode(message),
-                         headers=build_headers(message, source="tests", traceparent=None))
+                         headers=build_headers(message, source=source, traceparent=None))
     assert producer.flush(30) == 0, "records left undelivered"
 
 

@@ -1,24 +1,21 @@
 """Every saga path on real Kafka, with every service as its own process.
 
 Three service groups, each on its own topic prefix:
-- all services: happy path, risk decline, insufficient funds, partner decline, partner timeout
-  then success, refunds, duplicates, reused idempotency keys, a late cancel;
+- the e2e package's shared pipeline (every service and projection): happy path, risk decline,
+  insufficient funds, partner decline, partner timeout then success, refunds, duplicates, reused
+  idempotency keys, a late cancel;
 - no partner gateway: the partner never answers, so timers fire and funds are released;
 - orchestrator alone: a cancel while the payment awaits its risk check.
 """
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.messages import (
     CancelPayment,
     FundsReleased,
@@ -38,69 +35,18 @@ from payments.contracts.messages import (
     SubmitToPartner,
 )
 from payments.money import Money
-from payments.runtime.topics import Topics
-from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
+from tests.e2e.pipeline import Pipeline, start_pipeline
+from tests.support import COMMAND_PATH, make_initiate, wait_for
 
 pytestmark = pytest.mark.e2e
 
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
-FAST_ENV = {
-    "PAYMENTS_SAGA_TIME_SCALE": "0.05",
-    "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_ERROR_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
-    "PAYMENTS_PARTNER_LATENCY_MS": "1",
-    "PAYMENTS_BATCH_MAX": "50",
-}
-
-
-@dataclass
-class Pipeline:
-    bootstrap: str
-    topics: Topics
-    services: list[ServiceProcess]
-
-    def send(self, *messages: Message) -> None:
-        produce(self.bootstrap, self.topics.commands, messages, key_of=lambda m: m.payment_id)
-
-    def events(self, payment_id: str) -> list[Message]:
-        return [m for m in decode_all(read_all(self.bootstrap, self.topics.events)) if m.payment_id == payment_id]
-
-    def wait_events(self, payment_id: str, until: type[Message] | tuple[type[Message], ...],
-                    timeout_s: float = 60) -> list[Message]:
-        found: list[Message] = []
-
-        def reached() -> bool:
-            nonlocal found
-            found = self.events(payment_id)
-            return any(isinstance(e, until) for e in found)
-
-        try:
-            wait_for(reached, timeout_s, f"{until} for {payment_id}")
-        except AssertionError:
-            logs = "\n".join(f"--- {s.args}\n{s.log_tail(1500)}" for s in self.services)
-            raise AssertionError(f"events so far: {[type(e).__name__ for e in found]}\n{logs}") from None
-        return found
-
-    def topic(self, base: str) -> list[Message]:
-        return decode_all(read_all(self.bootstrap, self.topics.name(base)))
-
-
-def _pipeline(kafka_bootstrap: str, postgres_server_url: str, names: list[str],
-              **overrides: str) -> Iterator[Pipeline]:
-    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    setup_topics(kafka_bootstrap, topics)
-    log_dir = Path(tempfile.mkdtemp(prefix="saga-paths-"))
-    env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), **overrides}
-    services = start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
-                                  topics=topics, log_dir=log_dir, extra_env=env) for name in names])
-    yield Pipeline(kafka_bootstrap, topics, services)
-    for process in services:
-        assert process.stop() == 0, process.log_tail()
 
 
 @pytest.fixture(scope="module")
-def everything(kafka_bootstrap: str, postgres_server_url: str) -> Iterator[Pipeline]:
-    yield from _pipeline(kafka_bootstrap, postgres_server_url,
-                         ["orchestrator", "risk", "funds", "partner", "settlement"])
+def everything(pipeline: Pipeline) -> Pipeline:
+    """Every service and projection of the registry (the e2e package's shared pipeline)."""
+    return pipeline
 
 
 def _types(events: list[Message]) -> list[str]:
@@ -217,7 +163,7 @@ def test_cancel_after_submission_is_rejected_and_the_payment_settles(everything:
 
 @pytest.fixture(scope="module")
 def without_partner(kafka_bootstrap: str, postgres_server_url: str) -> Iterator[Pipeline]:
-    yield from _pipeline(kafka_bootstrap, postgres_server_url, ["orchestrator", "risk", "funds"])
+    yield from start_pipeline(kafka_bootstrap, postgres_server_url, [[n] for n in [*COMMAND_PATH, "risk", "funds"]])
 
 
 def test_partner_that_never_answers_times_out_and_funds_are_released(without_partner: Pipeline) -> None:
@@ -237,7 +183,8 @@ def test_partner_that_never_answers_times_out_and_funds_are_released(without_par
 def orchestrator_only(kafka_bootstrap: str, postgres_server_url: str) -> Iterator[Pipeline]:
     # Real timers: with no risk service the risk step would time out and fail the payment within
     # seconds at the fast scale, racing the cancel this group exists to test.
-    yield from _pipeline(kafka_bootstrap, postgres_server_url, ["orchestrator"], PAYMENTS_SAGA_TIME_SCALE="1")
+    yield from start_pipeline(kafka_bootstrap, postgres_server_url, [[n] for n in COMMAND_PATH],
+                              PAYMENTS_SAGA_TIME_SCALE="1")
 
 
 def test_cancel_while_awaiting_risk_cancels_the_payment(orchestrator_only: Pipeline) -> None:

@@ -51,7 +51,7 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
         return service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
                        log_dir=log_dir, instance_id=instance, extra_env=env)
 
-    participants = start_all([make(name) for name in ("risk", "funds", "partner", "settlement")])
+    participants = start_all([make(name) for name in ("intake", "dedupe", "risk", "funds", "partner", "settlement")])
     first, second = start_all([make("orchestrator", "a"), make("orchestrator", "b")])
     commands = [make_initiate(amount_minor=100 + i, payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-bob")
                 for i in range(PAYMENTS)]

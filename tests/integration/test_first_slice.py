@@ -16,6 +16,7 @@ from payments.contracts.envelope import build_headers
 from payments.contracts.messages import PaymentInitiated
 from payments.runtime.topics import Topics
 from tests.support import (
+    COMMAND_PATH,
     decode_all,
     make_initiate,
     produce,
@@ -60,14 +61,14 @@ def test_initiated_payments_reach_payment_status_exactly_once(
     setup_topics(kafka_bootstrap, topics)
     commands = [make_initiate(amount_minor=100 + i) for i in range(20)]
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
-    orchestrator = _services(kafka_bootstrap, database_url, topics, tmp_path, "orchestrator").start()
-    projection = _services(kafka_bootstrap, database_url, topics, tmp_path, "projection", "payment_status").start()
+    processes = [_services(kafka_bootstrap, database_url, topics, tmp_path, *args).start()
+                 for args in (["intake"], ["dedupe"], ["orchestrator"], ["projection", "payment_status"])]
     try:
         wait_for(lambda: _count(database_url, "SELECT count(*) FROM payment_status") == 20, 60,
                  "20 payment rows")
     finally:
-        assert orchestrator.stop() == 0, orchestrator.log_tail()
-        assert projection.stop() == 0, projection.log_tail()
+        for process in processes:
+            assert process.stop() == 0, process.log_tail()
 
     events = _initiated(kafka_bootstrap, topics)
     assert Counter(e.payment_id for e in events) == Counter(c.payment_id for c in commands)
@@ -123,11 +124,12 @@ def test_projection_killed_mid_run_restarts_without_duplicates_or_gaps(
     setup_topics(kafka_bootstrap, topics)
     commands = [make_initiate(amount_minor=1 + i) for i in range(400)]
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
-    orchestrator = _services(kafka_bootstrap, database_url, topics, tmp_path, "orchestrator").start()
+    command_path = [_services(kafka_bootstrap, database_url, topics, tmp_path, name).start() for name in COMMAND_PATH]
     try:
         wait_for(lambda: len(_initiated(kafka_bootstrap, topics)) == 400, 90, "400 PaymentInitiated events")
     finally:
-        assert orchestrator.stop() == 0, orchestrator.log_tail()
+        for process in command_path:
+            assert process.stop() == 0, process.log_tail()
 
     # Small batches so the kill lands between and inside many database transactions.
     small_batches = {"PAYMENTS_PROJECTION_BATCH_MAX": "7"}
@@ -157,6 +159,8 @@ def test_orchestrator_killed_between_transactions_emits_one_initiated_per_comman
     commands = [make_initiate(amount_minor=1 + i) for i in range(600)]
     # Small batches: many transactions, so the kill lands between (and inside) them.
     small = {"PAYMENTS_BATCH_MAX": "5"}
+    intake = [service([name], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
+                      log_dir=tmp_path).start() for name in ("intake", "dedupe")]
     orchestrator = service(["orchestrator"], bootstrap=kafka_bootstrap, database_url=database_url,
                                   topics=topics, log_dir=tmp_path, extra_env=small).start()
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
@@ -170,7 +174,8 @@ def test_orchestrator_killed_between_transactions_emits_one_initiated_per_comman
     try:
         wait_for(lambda: len(_initiated(kafka_bootstrap, topics)) >= 600, 120, "600 PaymentInitiated")
     finally:
-        assert orchestrator.stop() == 0, orchestrator.log_tail()
+        for process in (orchestrator, *intake):
+            assert process.stop() == 0, process.log_tail()
     events = _initiated(kafka_bootstrap, topics)
     per_payment = Counter(e.payment_id for e in events)
     assert set(per_payment) == {c.payment_id for c in commands}

@@ -41,9 +41,10 @@ from payments.contracts.messages import (
 from payments.contracts.participants import AssessRisk, CommitFunds, ReserveFunds, SubmitToPartner
 from payments.money import Money
 from payments.runtime.topics import Topics, ensure_topics
-from tests.e2e.test_saga_paths import FAST_ENV
+from tests.e2e.pipeline import FAST_ENV
 from tests.integration.test_projections import produce_events
 from tests.support import (
+    COMMAND_PATH,
     PARTITIONS,
     decode_all,
     make_initiate,
@@ -67,7 +68,7 @@ from tests.unit.saga.harness import (
 pytestmark = pytest.mark.integration
 
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
-SERVICES = ["orchestrator", "risk", "funds", "partner", "settlement"]
+SERVICES = [*COMMAND_PATH, "risk", "funds", "partner", "settlement"]
 
 
 def _payments(count: int) -> list[InitiatePayment]:
@@ -185,7 +186,7 @@ def test_orchestrator_states_rebuilt_from_events_equal_the_lost_changelog_and_th
     # (without its state it would be rejected as UNKNOWN_PAYMENT).
     target = settled[-1]
     refund = _refund(target, "2.50")
-    orchestrator = start(["orchestrator", "settlement"])
+    orchestrator = start([*COMMAND_PATH, "settlement"])
     try:
         produce(kafka_bootstrap, topics.commands, [refund], key_of=lambda m: m.payment_id)
 

@@ -12,7 +12,7 @@ from ops.supervisor import start_all
 from payments.contracts.messages import PaymentSettled, SubmitToPartner
 from payments.contracts.topics import PARTNER_COMMANDS
 from payments.runtime.topics import Topics
-from tests.support import decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
+from tests.support import COMMAND_PATH, decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_slow_partner_calls_cut_batches_short_and_every_payment_settles_once(
            "PAYMENTS_BATCH_BUDGET_MS": "300"}
     processes = start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url,
                                    topics=topics, log_dir=log_dir, extra_env=env)
-                           for name in ("orchestrator", "risk", "funds", "partner")])
+                           for name in (*COMMAND_PATH, "risk", "funds", "partner")])
     commands = [make_initiate(amount_minor=10 + i, payer_account="acc-alice", payee_account="acc-bob")
                 for i in range(60)]
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
