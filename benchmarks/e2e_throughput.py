@@ -47,7 +47,7 @@ def main() -> int:
            "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
            "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
     services = start_all([ServiceProcess([name], log_dir=log_dir, env=env)
-                          for name in ("intake", "dedupe", "orchestrator", "risk", "funds", "partner")])
+                          for name in ("intake", "gate", "idempotency", "orchestrator", "risk", "funds", "partner")])
     serde = SingleObjectSerde()
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})

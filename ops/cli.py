@@ -85,6 +85,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
                              until_text=args.until, no_swap=args.no_swap, swap_in_schema=args.swap_in)
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.status import print_status, system_status
+
+    status = system_status(settings)
+    print_status(status)
+    return 0 if status.ready else EXIT_FAILED
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from ops.demo import main as demo
 
@@ -113,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("service", choices=[*SERVICES, "projection"])
     run.add_argument("name", nargs="?", help=f"with `projection`: one of {', '.join(PROJECTIONS)}")
     run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="is every topic and every service ready? consumer groups and lag; "
+                                 "exit 0 when ready")
+    status.set_defaults(handler=_status)
 
     demo = commands.add_parser("demo", help="run sample payments through the whole system and report")
     demo.set_defaults(handler=_demo)

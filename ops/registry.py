@@ -21,7 +21,8 @@ from consumers.partner.logic import PartnerGatewayLogic
 from consumers.partner.simulator import SimulatedPartner
 from consumers.risk.logic import RiskLogic
 from consumers.settlement.logic import SettlementPublisherLogic
-from intake.dedupe import DedupeLogic
+from intake.gate import GateLogic
+from intake.idempotency import IdempotencyLogic
 from intake.router import IntakeRouterLogic
 from ops.settings import Settings
 from orchestrator.saga import OrchestratorLogic
@@ -33,7 +34,7 @@ from projections.report import SettlementReportFold, SettlementReportProjection
 from projections.spec import ProjectionSpec
 from projections.status import PaymentStatusFold, PaymentStatusProjection
 
-CORE_MIGRATIONS = ("0001_projection_core.sql",)  # bookkeeping shared by every projection
+CORE_MIGRATIONS = ("0001_projection_core.sql", "0005_dead_letter_reason_code.sql")  # shared bookkeeping
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,11 @@ class ServiceSpec:
 
 SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (
     ServiceSpec(IntakeRouterLogic, lambda s: IntakeRouterLogic(),
-                "accepts commands on any partition and repartitions them by (client, idempotency key)"),
-    ServiceSpec(DedupeLogic, lambda s: DedupeLogic(s.dedupe()),
-                "idempotency per client and key (PAYMENTS_IDEMPOTENCY_WINDOW_S); admits commands to the saga"),
+                "accepts commands on any partition and repartitions them by payment id"),
+    ServiceSpec(GateLogic, lambda s: GateLogic(s.gate()),
+                "admits each payment's commands in order, each once its idempotency key is claimed"),
+    ServiceSpec(IdempotencyLogic, lambda s: IdempotencyLogic(s.idempotency()),
+                "idempotency keys per client, within PAYMENTS_IDEMPOTENCY_WINDOW_S"),
     ServiceSpec(OrchestratorLogic, lambda s: OrchestratorLogic(s.saga()),
                 "the payment saga: commands and participant replies in, events and participant commands out"),
     ServiceSpec(RiskLogic, lambda s: RiskLogic(model_path=s.risk_model_file),

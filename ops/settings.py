@@ -22,7 +22,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.partner.simulator import SimulatorConfig, parse_latency
-from intake.dedupe import DedupeConfig
+from intake.gate import GateConfig
+from intake.idempotency import IdempotencyConfig
 from ops.errors import ConfigError
 from orchestrator.config import SagaConfig
 from payments.contracts.codec import Serde, serde_for
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     saga_time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     partners: str = "simbank"  # comma-separated: the partner names an InitiatePayment may carry
     idempotency_window_s: Positive = 86_400
+    claim_retry_ms: Positive = 10_000
     risk_model_file: Path | None = None
     funds_seed_file: Path | None = None
     partner_decline_rate: Rate = 0.1
@@ -132,8 +134,11 @@ class Settings(BaseSettings):
             raise ConfigError(f"PAYMENTS_PARTNERS={self.partners!r}: name at least one partner")
         return SagaConfig(time_scale=self.saga_time_scale, partners=partners)
 
-    def dedupe(self) -> DedupeConfig:
-        return DedupeConfig(window=timedelta(seconds=self.idempotency_window_s))
+    def idempotency(self) -> IdempotencyConfig:
+        return IdempotencyConfig(window=timedelta(seconds=self.idempotency_window_s))
+
+    def gate(self) -> GateConfig:
+        return GateConfig(claim_retry=timedelta(milliseconds=self.claim_retry_ms))
 
     def simulator(self) -> SimulatorConfig:
         try:

@@ -43,6 +43,7 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
+from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
@@ -79,6 +80,7 @@ class BatchProjection(Projection, Protocol):
 @dataclass(frozen=True)
 class RunnerConfig:
     batch_records_max: int = 1000
+    record_bytes_max: int = 512 * 1024  # a larger value is parked as OversizeRecord, as the Kafka services do
     poll_timeout_ms: int = 200
     db_retry_attempts_max: int = 8
     db_retry_backoff_max_s: float = 5.0
@@ -221,7 +223,8 @@ class ProjectionRunner:
             failure = translate(error)
             if isinstance(failure, DatabaseUnavailableError):
                 raise
-            self._dead_letter_row(cur, record, meta, "ProjectionApplyError", str(failure))
+            self._dead_letter_row(cur, record, meta, error_class="ProjectionApplyError",
+                                  reason_code="projection_apply_error", reason=str(failure))
 
     def _decode(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord,
                 meta: RecordMeta) -> Message | None:
@@ -229,27 +232,34 @@ class ProjectionRunner:
         value = record.value()
         try:
             if value is None:
-                raise _Unusable("EmptyRecord", "record has no value")
+                raise _Unusable("EmptyRecord", "empty_record", "record has no value")
+            if len(value) > self.config.record_bytes_max:
+                raise _Unusable("OversizeRecord", "oversize_record",
+                                f"value is {len(value)} bytes, limit {self.config.record_bytes_max}")
             parse_headers(headers_of(record))
             message = self.serde.decode(value)
-        except (ContractError, _Unusable) as error:
-            error_class = error.error_class if isinstance(error, _Unusable) else type(error).__name__
-            self._dead_letter_row(cur, record, meta, error_class, str(error))
+        except _Unusable as unusable:
+            self._dead_letter_row(cur, record, meta, error_class=unusable.error_class,
+                                  reason_code=unusable.reason_code, reason=str(unusable))
+            return None
+        except ContractError as error:
+            self._dead_letter_row(cur, record, meta, error_class=type(error).__name__,
+                                  reason_code=reason_code_of(error.reason), reason=str(error))
             return None
         return message
 
-    def _dead_letter_row(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, meta: RecordMeta,
-                         error_class: str, reason: str) -> None:
-        self._log.warning("projection_dead_letter", error_class=error_class, topic=meta.topic,
-                          partition=meta.partition, offset=meta.offset, reason=reason[:500])
+    def _dead_letter_row(self, cur: psycopg.Cursor[tuple[object, ...]], record: KafkaRecord, meta: RecordMeta, *,
+                         error_class: str, reason_code: str, reason: str) -> None:
+        self._log.warning("projection_dead_letter", error_class=error_class, reason_code=reason_code,
+                          topic=meta.topic, partition=meta.partition, offset=meta.offset, reason=reason[:500])
         headers = [[name, value.hex()] for name, value in headers_of(record)]
         cur.execute(
-            """INSERT INTO projection_dead_letters
-               (projection, topic, partition, "offset", record_key, record_value, headers, error_class, reason)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """INSERT INTO projection_dead_letters (projection, topic, partition, "offset", record_key,
+                   record_value, headers, error_class, reason_code, reason)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (projection, topic, partition, "offset") DO NOTHING""",
             (self.projection.name, meta.topic, meta.partition, meta.offset, record.key(), record.value(),
-             Jsonb(headers), error_class, reason))
+             Jsonb(headers), error_class, reason_code, reason))
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -293,6 +303,7 @@ class _PositionMoved(Exception):
 
 
 class _Unusable(Exception):
-    def __init__(self, error_class: str, reason: str) -> None:
+    def __init__(self, error_class: str, reason_code: str, reason: str) -> None:
         super().__init__(reason)
         self.error_class = error_class
+        self.reason_code = reason_code

@@ -36,7 +36,7 @@ from payments.contracts.events import (
     RiskAssessed,
     SubmittedToPartner,
 )
-from payments.contracts.intake import DuplicateCommand
+from payments.contracts.intake import DuplicateCommand, KeyClaim, KeyClaimResult
 from payments.contracts.participants import (
     AssessRisk,
     CommitFunds,
@@ -72,6 +72,8 @@ __all__ = [
     "FundsReservationResult",
     "FundsReserved",
     "InitiatePayment",
+    "KeyClaim",
+    "KeyClaimResult",
     "Message",
     "ParticipantCommand",
     "ParticipantCommandIssued",

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Final
 
 COMMANDS: Final = "payments.commands"  # upstream commands, any partition, any partitioner
-INTAKE_REQUESTS: Final = "intake.requests"  # internal: commands repartitioned by idempotency scope
+INTAKE_COMMANDS: Final = "intake.commands"  # internal: commands repartitioned by payment id (murmur2)
+INTAKE_CLAIMS: Final = "intake.claims"  # internal: idempotency key claims, keyed by (client, key) scope
+INTAKE_CLAIM_RESULTS: Final = "intake.claim-results"  # internal: answers to claims, keyed by payment id
 ADMITTED: Final = "payments.admitted"  # internal: admitted commands and duplicate notices, keyed by payment id
 EVENTS: Final = "payments.events"  # saga events, keyed by payment id
 SETTLEMENTS: Final = "payments.settlements"  # the public downstream contract

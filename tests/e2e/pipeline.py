@@ -36,7 +36,8 @@ class Pipeline:
         produce(self.bootstrap, self.topics.commands, messages, key_of=lambda m: m.payment_id)
 
     def events(self, payment_id: str) -> list[Message]:
-        return [m for m in decode_all(read_all(self.bootstrap, self.topics.events)) if m.payment_id == payment_id]
+        return [m for m in decode_all(read_all(self.bootstrap, self.topics.events), skip_undecodable=True)
+                if m.payment_id == payment_id]
 
     def wait_events(self, payment_id: str, until: type[Message] | tuple[type[Message], ...],
                     timeout_s: float = 60) -> list[Message]:
@@ -54,7 +55,7 @@ class Pipeline:
         return found
 
     def topic(self, base: str) -> list[Message]:
-        return decode_all(read_all(self.bootstrap, self.topics.name(base)))
+        return decode_all(read_all(self.bootstrap, self.topics.name(base)), skip_undecodable=True)
 
     def logs(self, chars: int = 1500) -> str:
         return "\n".join(f"--- {s.args}\n{s.log_tail(chars)}" for s in self.services)

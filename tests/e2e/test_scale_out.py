@@ -17,7 +17,17 @@ import pytest
 from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.messages import Message, PaymentCancelled, PaymentFailed, PaymentSettled
 from payments.runtime.topics import Topics
-from tests.support import PARTITIONS, decode_all, make_initiate, produce, read_all, service, setup_topics, wait_for
+from tests.support import (
+    COMMAND_PATH,
+    PARTITIONS,
+    decode_all,
+    make_initiate,
+    produce,
+    read_all,
+    service,
+    setup_topics,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +61,7 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
         return service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
                        log_dir=log_dir, instance_id=instance, extra_env=env)
 
-    participants = start_all([make(name) for name in ("intake", "dedupe", "risk", "funds", "partner", "settlement")])
+    participants = start_all([make(name) for name in (*COMMAND_PATH[:-1], "risk", "funds", "partner", "settlement")])
     first, second = start_all([make("orchestrator", "a"), make("orchestrator", "b")])
     commands = [make_initiate(amount_minor=100 + i, payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-bob")
                 for i in range(PAYMENTS)]

@@ -1,4 +1,4 @@
-"""Bad input on real Kafka, through the command path (intake, dedupe, orchestrator): undecodable records
+"""Bad input on real Kafka, through the command path (intake, gate, idempotency, orchestrator): undecodable records
 go to the dead-letter topic with a reason code, invalid commands are rejected, and a retried or reused
 idempotency key is answered per client. Either way the partition keeps moving and nothing stops.
 """

@@ -62,7 +62,7 @@ def test_initiated_payments_reach_payment_status_exactly_once(
     commands = [make_initiate(amount_minor=100 + i) for i in range(20)]
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]
     processes = [_services(kafka_bootstrap, database_url, topics, tmp_path, *args).start()
-                 for args in (["intake"], ["dedupe"], ["orchestrator"], ["projection", "payment_status"])]
+                 for args in [*([name] for name in COMMAND_PATH), ["projection", "payment_status"]]]
     try:
         wait_for(lambda: _count(database_url, "SELECT count(*) FROM payment_status") == 20, 60,
                  "20 payment rows")
@@ -160,7 +160,7 @@ def test_orchestrator_killed_between_transactions_emits_one_initiated_per_comman
     # Small batches: many transactions, so the kill lands between (and inside) them.
     small = {"PAYMENTS_BATCH_MAX": "5"}
     intake = [service([name], bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
-                      log_dir=tmp_path).start() for name in ("intake", "dedupe")]
+                      log_dir=tmp_path).start() for name in COMMAND_PATH[:-1]]
     orchestrator = service(["orchestrator"], bootstrap=kafka_bootstrap, database_url=database_url,
                                   topics=topics, log_dir=tmp_path, extra_env=small).start()
     produce(kafka_bootstrap, topics.commands, commands, key_of=lambda m: m.payment_id)  # type: ignore[attr-defined]

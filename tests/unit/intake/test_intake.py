@@ -1,4 +1,5 @@
-"""The intake's two hops, pure: the router's repartitioning and the dedupe's per-client idempotency."""
+"""The intake's three hops, pure: the router's repartitioning, the gate's per-payment order and claims, and
+the idempotency service's per-client keys."""
 
 from __future__ import annotations
 
@@ -7,32 +8,39 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from intake.dedupe import DedupeConfig, DedupeLogic, Remembered
+from intake.gate import GateConfig, GateLogic, GateState
+from intake.idempotency import IdempotencyConfig, IdempotencyLogic, Remembered
 from intake.router import IntakeRouterLogic
-from intake.scope import request_hash, scope_key, unscoped_key
+from intake.scope import request_hash, scope_key
+from payments.contracts.base import Command
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.envelope import Envelope
 from payments.contracts.events import PaymentSettled
-from payments.contracts.intake import DuplicateCommand
+from payments.contracts.intake import DuplicateCommand, KeyClaim, KeyClaimResult
 from payments.contracts.messages import Message
-from payments.contracts.topics import ADMITTED, COMMANDS, INTAKE_REQUESTS
+from payments.contracts.topics import COMMANDS, INTAKE_CLAIM_RESULTS, INTAKE_CLAIMS, INTAKE_COMMANDS
 from payments.money import Money
 from payments.runtime.logic import Decision, Incoming, InputRejected
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+PAYMENT = "5b0c3e52-6a5e-4e8e-9a57-2f2b1c7c2a10"
 
 
-def initiate(key: str = "order-1", payment_id: str | None = None, amount: int = 1250,
+def initiate(key: str = "order-1", payment_id: str = PAYMENT, amount: int = 1250,
              **changes: object) -> InitiatePayment:
     fields: dict[str, object] = {
-        "command_id": str(uuid.uuid4()), "idempotency_key": key, "payment_id": payment_id or str(uuid.uuid4()),
+        "command_id": str(uuid.uuid4()), "idempotency_key": key, "payment_id": payment_id,
         "payer_account": "acc-a", "payee_account": "acc-b", "amount": Money.of(amount, "EUR"), "partner": "simbank",
         "reference": "invoice 7", "requested_at": T0}
     fields.update(changes)
     return InitiatePayment.model_validate(fields)
 
 
-def refund(key: str, payment_id: str, amount: int = 500) -> RefundPayment:
+def cancel(key: str = "cancel-1", payment_id: str = PAYMENT) -> CancelPayment:
+    return CancelPayment(payment_id=payment_id, command_id=str(uuid.uuid4()), idempotency_key=key, reason="oops")
+
+
+def refund(key: str, payment_id: str = PAYMENT, amount: int = 500) -> RefundPayment:
     return RefundPayment(payment_id=payment_id, command_id=str(uuid.uuid4()), idempotency_key=key,
                          refund_id=str(uuid.uuid4()), amount=Money.of(amount, "EUR"), reason="returned")
 
@@ -46,112 +54,175 @@ def incoming(message: Message, topic: str, source: str = "billing") -> Incoming:
 # -- router -----------------------------------------------------------------------------------------
 
 
-def test_the_router_forwards_each_command_unchanged_keyed_by_its_client_and_idempotency_key() -> None:
-    router = IntakeRouterLogic()
+def test_the_router_forwards_each_command_unchanged_keyed_by_payment_id_with_its_envelope() -> None:
     command = initiate()
-    decision = router.decide(None, incoming(command, COMMANDS), T0)
+    decision = IntakeRouterLogic().decide(None, incoming(command, COMMANDS), T0)
     (out,) = decision.outgoing
-    assert (out.destination, out.key, out.message) == (INTAKE_REQUESTS, scope_key("billing", "order-1"), command)
+    assert (out.destination, out.key, out.message) == (INTAKE_COMMANDS, command.payment_id, command)
     assert out.envelope is not None and (out.envelope.source, out.envelope.traceparent) == ("billing", "00-abc-def-01")
     assert decision.state is None
 
 
-def test_scopes_are_per_client_and_ignore_the_payment_id() -> None:
-    assert scope_key("billing", "k") != scope_key("checkout", "k")
-    assert scope_key("a", "bc") != scope_key("ab", "c")  # no ambiguity between source and key
-    router = IntakeRouterLogic()
-    first, retry = initiate("k"), initiate("k")  # a retry that minted a new payment id
-    keys = {router.decide(None, incoming(c, COMMANDS), T0).outgoing[0].key for c in (first, retry)}
-    assert keys == {scope_key("billing", "k")}
-
-
-def test_the_router_rejects_a_record_that_is_not_a_command_and_spreads_keyless_commands_by_payment() -> None:
-    router = IntakeRouterLogic()
+def test_the_router_rejects_a_record_that_is_not_a_command() -> None:
     event = PaymentSettled(payment_id="p", event_id="e", seq=1, occurred_at=T0, causation_id="c",
                            amount=Money.of(1, "EUR"), partner="simbank", partner_reference="r", payer_account="a",
                            payee_account="b")
     with pytest.raises(InputRejected) as rejected:
-        router.decide(None, incoming(event, COMMANDS), T0)
+        IntakeRouterLogic().decide(None, incoming(event, COMMANDS), T0)
     assert rejected.value.reason_code == "unexpected_message_type"
-    keyless = initiate("  ")
-    assert router.decide(None, incoming(keyless, COMMANDS), T0).outgoing[0].key == unscoped_key(keyless.payment_id)
 
 
-# -- dedupe -----------------------------------------------------------------------------------------
+# -- gate -------------------------------------------------------------------------------------------
 
 
-def dedupe(state: Remembered | None, command: Message, at: datetime = T0, source: str = "billing",
-           window: timedelta = timedelta(hours=24)) -> Decision[Remembered]:
-    return DedupeLogic(DedupeConfig(window)).decide(state, incoming(command, INTAKE_REQUESTS, source), at)
+class Gate:
+    """One payment's gate, driven like the loop drives it."""
+
+    def __init__(self) -> None:
+        self.logic = GateLogic(GateConfig(claim_retry=timedelta(seconds=10)))
+        self.state: GateState | None = None
+        self.now = T0
+
+    def take(self, message: Message, topic: str = INTAKE_COMMANDS, source: str = "billing") -> list[Message]:
+        decision = self.logic.decide(self.state, incoming(message, topic, source), self.now)
+        self.state = decision.state
+        return [out.message for out in decision.outgoing]
+
+    def answer(self, claim: KeyClaim, verdict: str = "GRANTED", original: Command | None = None) -> list[Message]:
+        first = original or claim
+        result = KeyClaimResult(payment_id=claim.payment_id, command_id=claim.command_id, verdict=verdict,  # type: ignore[arg-type]
+                                original_payment_id=first.payment_id, original_command_id=first.command_id,
+                                first_seen_at=T0)
+        return self.take(result, INTAKE_CLAIM_RESULTS)
 
 
-def test_a_first_command_is_remembered_and_admitted_unchanged_with_its_envelope() -> None:
+def test_the_gate_claims_a_command_key_and_admits_it_unchanged_when_granted() -> None:
+    gate = Gate()
     command = initiate()
-    decision = dedupe(None, command)
+    (claim,) = gate.take(command)
+    assert isinstance(claim, KeyClaim)
+    assert (claim.source, claim.idempotency_key, claim.request_hash) == ("billing", "order-1", request_hash(command))
+    assert gate.logic.decide(None, incoming(command, INTAKE_COMMANDS), T0).outgoing[0].key == \
+        scope_key("billing", "order-1")
+    assert gate.answer(claim) == [command]
+    assert gate.state is None  # nothing held once nothing is in flight
+
+
+def test_commands_arriving_during_a_claim_wait_and_go_on_in_order() -> None:
+    gate = Gate()
+    first, second, third = initiate(), cancel(), refund("refund-1")
+    (claim,) = gate.take(first)
+    assert gate.take(second) == [] and gate.take(third) == []  # parked behind the claim
+    out = gate.answer(claim)
+    assert out[0] == first and isinstance(out[1], KeyClaim) and out[1].command_id == second.command_id
+    out = gate.answer(out[1])  # type: ignore[arg-type]
+    assert out[0] == second and isinstance(out[1], KeyClaim) and out[1].command_id == third.command_id
+    assert gate.answer(out[1]) == [third]  # type: ignore[arg-type]
+    assert gate.state is None
+
+
+def test_a_duplicate_is_admitted_as_a_notice_naming_the_original() -> None:
+    gate = Gate()
+    original = initiate(payment_id="other-payment")
+    retry = initiate()
+    (claim,) = gate.take(retry)
+    (notice,) = gate.answer(claim, "SAME_REQUEST", original)  # type: ignore[arg-type]
+    assert isinstance(notice, DuplicateCommand)
+    assert (notice.payment_id, notice.verdict, notice.original_payment_id, notice.source) == (
+        retry.payment_id, "SAME_REQUEST", "other-payment", "billing")
+
+
+def test_a_late_second_answer_is_ignored_and_an_overdue_claim_is_sent_again() -> None:
+    gate = Gate()
+    command = initiate()
+    (claim,) = gate.take(command)
+    assert gate.state is not None and gate.logic.next_deadline(gate.state) == T0 + timedelta(seconds=10)
+    resent = gate.logic.fire_timers(PAYMENT, gate.state, T0 + timedelta(seconds=10))
+    assert [type(m.message) for m in resent.outgoing] == [KeyClaim] and resent.state is not None
+    assert resent.state.claim_sent_at == T0 + timedelta(seconds=10)
+    assert gate.answer(claim) == [command]
+    assert gate.answer(claim) == []  # the re-sent claim's answer arrives too: already settled
+
+
+def test_a_command_without_a_usable_key_is_admitted_in_its_place_without_a_claim() -> None:
+    gate = Gate()
+    keyless = initiate(key="")
+    assert gate.take(keyless) == [keyless] and gate.state is None
+    keyed, behind = initiate(), initiate(key="")
+    (claim,) = gate.take(keyed)
+    assert gate.take(behind) == []  # still waits its turn behind the claim
+    assert gate.answer(claim) == [keyed, behind]
+
+
+# -- idempotency ------------------------------------------------------------------------------------
+
+
+def claim_of(command: Command, source: str = "billing") -> KeyClaim:
+    return KeyClaim(payment_id=command.payment_id, command_id=command.command_id, source=source,
+                    idempotency_key=command.idempotency_key,
+                    command_type=type(command).__name__,  # type: ignore[arg-type]
+                    request_hash=request_hash(command),
+                    refund_id=command.refund_id if isinstance(command, RefundPayment) else None, claimed_at=T0)
+
+
+def claim(state: Remembered | None, command: Command, at: datetime = T0, source: str = "billing",
+          window: timedelta = timedelta(hours=24)) -> tuple[Decision[Remembered], KeyClaimResult]:
+    decision = IdempotencyLogic(IdempotencyConfig(window)).decide(
+        state, incoming(claim_of(command, source), INTAKE_CLAIMS, source), at)
     (out,) = decision.outgoing
-    assert (out.destination, out.key, out.message) == (ADMITTED, command.payment_id, command)
-    assert out.envelope is not None and out.envelope.source == "billing"
-    assert decision.state is not None
-    assert (decision.state.payment_id, decision.state.first_seen_at) == (command.payment_id, T0)
+    assert out.destination == INTAKE_CLAIM_RESULTS and out.key == command.payment_id
+    assert isinstance(out.message, KeyClaimResult)
+    return decision, out.message
 
 
-def test_a_retry_with_a_new_payment_id_is_a_duplicate_naming_the_original_and_changes_nothing() -> None:
+def test_the_first_claim_is_granted_and_a_resent_claim_for_the_same_command_too() -> None:
+    command = initiate()
+    decision, result = claim(None, command)
+    assert result.verdict == "GRANTED" and decision.state is not None
+    again, result = claim(decision.state, command, T0 + timedelta(minutes=1))
+    assert result.verdict == "GRANTED" and again.state is decision.state
+
+
+def test_a_retry_with_a_new_payment_id_is_the_same_request_and_another_request_is_a_reused_key() -> None:
     first = initiate()
-    remembered = dedupe(None, first).state
-    retry = initiate(payment_id=str(uuid.uuid4()), metadata={"attempt": "2"}, reference="invoice 7")
-    decision = dedupe(remembered, retry, T0 + timedelta(minutes=5))
-    (out,) = decision.outgoing
-    assert isinstance(out.message, DuplicateCommand) and (out.destination, out.key) == (ADMITTED, retry.payment_id)
-    assert (out.message.verdict, out.message.original_payment_id, out.message.original_command_id) == (
+    remembered = claim(None, first)[0].state
+    retry = initiate(payment_id=str(uuid.uuid4()), metadata={"attempt": "2"})
+    decision, result = claim(remembered, retry)
+    assert (result.verdict, result.original_payment_id, result.original_command_id) == (
         "SAME_REQUEST", first.payment_id, first.command_id)
-    assert decision.state is remembered  # unchanged: no snapshot is written
+    assert decision.state is remembered  # unchanged: no snapshot written
+    assert claim(remembered, initiate(amount=1300))[1].verdict == "KEY_REUSED"
+    assert claim(remembered, cancel(key="order-1"))[1].verdict == "KEY_REUSED"  # a key is one request, one type
 
 
-def test_another_request_under_a_used_key_is_key_reused() -> None:
-    remembered = dedupe(None, initiate(amount=1250)).state
-    (out,) = dedupe(remembered, initiate(amount=1300)).outgoing
-    assert isinstance(out.message, DuplicateCommand) and out.message.verdict == "KEY_REUSED"
-    cancel = CancelPayment(payment_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), idempotency_key="order-1",
-                           reason="oops")
-    (out,) = dedupe(remembered, cancel).outgoing  # a key is for one request, of one type
-    assert isinstance(out.message, DuplicateCommand) and (out.message.verdict, out.message.command_type) == (
-        "KEY_REUSED", "CancelPayment")
-
-
-def test_the_same_key_from_another_client_is_another_scope() -> None:
-    logic = DedupeLogic()
+def test_keys_are_scoped_per_client() -> None:
+    logic = IdempotencyLogic()
     command = initiate()
-    assert logic.key_of(command, incoming(command, INTAKE_REQUESTS, "billing").envelope) != \
-        logic.key_of(command, incoming(command, INTAKE_REQUESTS, "checkout").envelope)
+    envelope = incoming(command, INTAKE_CLAIMS).envelope
+    assert logic.key_of(claim_of(command, "billing"), envelope) != logic.key_of(claim_of(command, "checkout"), envelope)
+    assert scope_key("a", "bc") != scope_key("ab", "c")  # no ambiguity between source and key
+    remembered = claim(None, command, source="billing")[0].state
+    assert remembered is not None and remembered.source == "billing"
 
 
 def test_after_the_window_a_key_is_new_again_and_its_timer_forgets_it() -> None:
-    logic = DedupeLogic(DedupeConfig(timedelta(hours=1)))
-    remembered = dedupe(None, initiate(), window=timedelta(hours=1)).state
-    assert remembered is not None
-    assert logic.next_deadline(remembered) == T0 + timedelta(hours=1)
+    window = timedelta(hours=1)
+    logic = IdempotencyLogic(IdempotencyConfig(window))
+    remembered = claim(None, initiate(), window=window)[0].state
+    assert remembered is not None and logic.next_deadline(remembered) == T0 + window
     assert logic.fire_timers("k", remembered, T0 + timedelta(minutes=59)).state is remembered
-    assert logic.fire_timers("k", remembered, T0 + timedelta(hours=1)).state is None  # tombstoned
-    later = initiate(amount=999)
-    decision = dedupe(remembered, later, T0 + timedelta(hours=2), window=timedelta(hours=1))
-    assert decision.outgoing[0].message == later and decision.state is not None
+    assert logic.fire_timers("k", remembered, T0 + window).state is None  # tombstoned
+    later = initiate(amount=999, payment_id=str(uuid.uuid4()))
+    decision, result = claim(remembered, later, T0 + timedelta(hours=2), window=window)
+    assert result.verdict == "GRANTED" and decision.state is not None
     assert decision.state.payment_id == later.payment_id
 
 
 def test_a_refund_retry_with_a_new_refund_id_names_the_original_refund() -> None:
-    payment = str(uuid.uuid4())
-    first = refund("refund-key", payment)
-    remembered = dedupe(None, first).state
-    (out,) = dedupe(remembered, refund("refund-key", payment)).outgoing
-    assert isinstance(out.message, DuplicateCommand)
-    assert (out.message.verdict, out.message.original_refund_id) == ("SAME_REQUEST", first.refund_id)
-
-
-def test_a_command_without_a_usable_key_is_admitted_without_state_for_the_saga_to_reject() -> None:
-    for key in ("", "   ", "k" * 256):
-        command = initiate(key)
-        decision = dedupe(None, command)
-        assert decision.state is None and decision.outgoing[0].message == command
+    first = refund("refund-key")
+    remembered = claim(None, first)[0].state
+    result = claim(remembered, refund("refund-key"))[1]
+    assert (result.verdict, result.original_refund_id) == ("SAME_REQUEST", first.refund_id)
 
 
 def test_what_makes_a_request_the_same() -> None:
