@@ -96,6 +96,21 @@ def outcomes(database_url: str, payment_ids: list[str]) -> dict[str, tuple[str, 
     return {str(pid): (str(status), reason) for pid, status, reason in rows if status in TERMINAL}
 
 
+def wait_for_outcomes(database_url: str, ids: list[str], services: list[ServiceProcess],
+                      log_dir: Path) -> dict[str, tuple[str, str | None]]:
+    """Poll the read model until every payment has an outcome, a service died, or WAIT_TIMEOUT_S passed."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    seen: dict[str, tuple[str, str | None]] = {}
+    while time.monotonic() < deadline and len(seen) < len(ids):
+        time.sleep(0.5)
+        seen = outcomes(database_url, ids)
+        dead = [s.args for s in services if not s.alive()]
+        if dead:
+            print(f"services exited early: {dead}; logs in {log_dir}", file=sys.stderr)
+            break
+    return seen
+
+
 def ledger_summary(database_url: str, payment_ids: list[str]) -> str:
     """Journal entries of the demo's payments and whether each balances per currency."""
     with psycopg.connect(database_url) as conn:
@@ -145,22 +160,22 @@ def main(settings: Settings) -> int:
         started = time.monotonic()
         publish(settings.bootstrap_servers, settings.serde(), topics, commands)
         print(f"published {len(commands)} payments to {topics.commands}; waiting for outcomes...", flush=True)
+        seen = wait_for_outcomes(database_url, [c.payment_id for c in commands], services, log_dir)
+        # A client that retries the first payment with a freshly minted payment id but the same
+        # idempotency key: the intake recognises the request and no second payment is made.
+        retry = commands[0].model_copy(update={"payment_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4())})
+        publish(settings.bootstrap_servers, settings.serde(), topics, [retry])
+        commands.append(retry)
         ids = [c.payment_id for c in commands]
-        seen: dict[str, tuple[str, str | None]] = {}
-        while time.monotonic() - started < WAIT_TIMEOUT_S and len(seen) < len(ids):
-            time.sleep(0.5)
-            seen = outcomes(database_url, ids)
-            dead = [s.args for s in services if not s.alive()]
-            if dead:
-                print(f"services exited early: {dead}; logs in {log_dir}", file=sys.stderr)
-                break
+        seen = wait_for_outcomes(database_url, ids, services, log_dir)
         elapsed = time.monotonic() - started
         print(f"\n{'payment':38} {'amount':>16}  {'payer -> payee':34} status")
         for command in commands:
             status, reason = seen.get(command.payment_id, ("NO OUTCOME YET", None))
             route = f"{command.payer_account} -> {command.payee_account}"
+            note = "  <- a retry of the first, new payment id, same key" if command is retry else ""
             print(f"{command.payment_id:38} {_show(command.amount):>16}  {route:34} {status}"
-                  + (f" ({reason})" if reason else ""))
+                  + (f" ({reason})" if reason else "") + note)
         print(f"\n{len(seen)}/{len(ids)} payments have an outcome after {elapsed:.1f}s; service logs: {log_dir}")
         time.sleep(2)  # let the ledger and report projections catch up with the last events
         print(ledger_summary(database_url, ids))

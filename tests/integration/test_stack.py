@@ -57,6 +57,9 @@ def test_up_is_idempotent_recovers_after_a_crash_and_down_stops_everything(stack
 
     stack.up()  # idempotent: the same processes keep running
     assert ProcessHandle(stack.kafka.home / "kafka.pid", "kafka.Kafka").alive() == kafka_pid
+    status = stack.status()  # what `payments stack status` prints: state, address, process id
+    assert status["kafka"] == f"running {stack.bootstrap_servers} pid {kafka_pid.pid}"
+    assert status["postgres"].startswith(f"running {stack.database_url} pid {_postgres_pid(stack)}")
 
     kafka_pid.kill()  # a crash of both servers
     psutil.Process(_postgres_pid(stack)).kill()
