@@ -1,8 +1,10 @@
 """The composition root of a service process: `payments run <service>` and `payments run projection <name>`.
 
 Settings are read once by the CLI and passed in; this module wires the registry's Logic or
-projection to the exactly-once loop with real Kafka and PostgreSQL clients, and returns the exit
-code (payments.runtime.service). It never imports the local stack (`make lint` checks that).
+projection to its exactly-once loop with real Kafka and PostgreSQL clients, a watchdog over their
+blocking calls and a health record, and returns the exit code (payments.runtime.service). A process
+started while Kafka or PostgreSQL is down waits for them with a log line per attempt. It never
+imports the local stack (`make lint` checks that).
 """
 
 from __future__ import annotations
@@ -10,23 +12,25 @@ from __future__ import annotations
 import sys
 import threading
 
+import structlog
+
 from ops.registry import PROJECTIONS, SERVICES, ServiceSpec, topology
 from ops.settings import Settings
 from payments.observability import configure_logging
 from payments.runtime.clients import kafka_clients
 from payments.runtime.errors import TopologyError
+from payments.runtime.health import Health, serve_health
 from payments.runtime.processor import Processor
-from payments.runtime.service import EXIT_CONFIG, install_signal_handlers, run_until_stopped
-from payments.runtime.topics import ensure_topics
-from projections.migrate import migrate
+from payments.runtime.service import EXIT_CONFIG, EXIT_OK, install_signal_handlers, run_until_stopped
+from payments.runtime.topics import ensure_topics, wait_for_kafka
+from payments.runtime.watchdog import Watchdog
+from projections.migrate import migrate_when_available
 from projections.runner import ProjectionRunner
 
-
-def ensure_topology(settings: Settings) -> None:
-    ensure_topics(settings.bootstrap_servers, topology(settings.topics, settings.partitions))
+log = structlog.get_logger(__name__)
 
 
-def build_processor(spec: ServiceSpec, settings: Settings) -> Processor[object]:
+def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, health: Health) -> Processor[object]:
     """One processor instance: the Logic from the registry, clients for this instance, config from settings."""
     topics = settings.topics
     group = topics.group(spec.name)
@@ -35,39 +39,53 @@ def build_processor(spec: ServiceSpec, settings: Settings) -> Processor[object]:
                             transactional_id=f"{group}-{settings.instance_id}",
                             changelog_topic=topics.changelog(spec.name), config=config)
     return Processor(spec.build(settings), clients=clients, topics=topics, serde=settings.serde(),
-                     instance_id=settings.instance_id, config=config)
+                     instance_id=settings.instance_id, config=config, watchdog=watchdog, health=health)
+
+
+def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[threading.Event, Watchdog, Health] | int:
+    """Logging, signals, the watchdog, health; then wait for Kafka and make the topology. An int: exit now."""
+    configure_logging(name, settings.log_level)
+    stop = threading.Event()
+    watchdog = Watchdog(name)
+    install_signal_handlers(stop, watchdog)
+    watchdog.start()
+    health = Health(progress_bound_s)
+    if settings.health_port:
+        serve_health(health, settings.health_port)
+    if not wait_for_kafka(settings.bootstrap_servers, stop):
+        return EXIT_OK
+    try:
+        ensure_topics(settings.bootstrap_servers, topology(settings.topics, settings.partitions))
+    except TopologyError as error:
+        print(f"payments run {name}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return stop, watchdog, health
 
 
 def run_service(name: str, settings: Settings) -> int:
     """The whole life of a Kafka->Kafka service process; returns its exit code."""
     spec = SERVICES[name]
-    configure_logging(name, settings.log_level)
-    try:
-        ensure_topology(settings)
-    except TopologyError as error:
-        print(f"payments run {name}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    return run_until_stopped(lambda: build_processor(spec, settings), stop, name)
+    started = _start(name, settings, settings.processor().progress_bound_s)
+    if isinstance(started, int):
+        return started
+    stop, watchdog, health = started
+    return run_until_stopped(lambda: build_processor(spec, settings, watchdog, health), stop, name)
 
 
 def run_projection(name: str, settings: Settings) -> int:
     """The whole life of a projection process (Kafka -> PostgreSQL); returns its exit code."""
     spec = PROJECTIONS[name]
-    configure_logging(f"projection-{name}", settings.log_level)
-    try:
-        ensure_topology(settings)
-    except TopologyError as error:
-        print(f"payments run projection {name}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    migrate(settings.database)
-    stop = threading.Event()
-    install_signal_handlers(stop)
+    config = settings.runner()
+    started = _start(f"projection-{name}", settings, config.progress_bound_s)
+    if isinstance(started, int):
+        return started
+    stop, watchdog, health = started
+    if migrate_when_available(settings.database, stop) is None:
+        return EXIT_OK
 
     def build() -> ProjectionRunner:
         return ProjectionRunner(spec.projection(), bootstrap_servers=settings.bootstrap_servers,
                                 database_url=settings.database, topics=settings.topics, serde=settings.serde(),
-                                config=settings.runner())
+                                config=config, watchdog=watchdog, health=health)
 
     return run_until_stopped(build, stop, f"projection-{name}")

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     schemas_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # -- the exactly-once loops -------------------------------------------------------------------
+    health_port: Annotated[int, Field(ge=0, lt=65536)] = 0  # /healthz and /readyz; 0: not served
     batch_max: Positive = 500
     batch_budget_ms: Positive = 4_000
     projection_batch_max: Positive = 1_000

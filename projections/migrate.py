@@ -7,12 +7,15 @@ a change is a new file. Concurrent migrators serialise on an advisory lock.
 from __future__ import annotations
 
 import re
+import threading
 from importlib import resources
 
 import psycopg
+import structlog
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_ID = 0x7061796D  # "paym": an arbitrary constant shared by every migrator
+log = structlog.get_logger(__name__)
 
 
 def available() -> list[tuple[int, str, str]]:
@@ -31,7 +34,7 @@ def available() -> list[tuple[int, str, str]]:
 def migrate(database_url: str, up_to: int | None = None) -> list[str]:
     """Apply every pending migration (with `up_to`, only versions <= up_to); return the names applied."""
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
             conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -48,3 +51,20 @@ def migrate(database_url: str, up_to: int | None = None) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
+
+
+def migrate_when_available(database_url: str, stop: threading.Event, *, pause_max_s: float = 5.0) -> list[str] | None:
+    """`migrate`, waiting for a database that is down or restarting (logged); None if `stop` came first."""
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            applied = migrate(database_url)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            log.warning("waiting_for_database", attempt=attempt, error=f"{type(error).__name__}: {error}".strip())
+            stop.wait(min(pause_max_s, 0.2 * 2 ** min(attempt, 10)))
+            continue
+        if attempt > 1:
+            log.info("database_available", attempts=attempt)
+        return applied
+    return None

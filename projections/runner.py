@@ -16,9 +16,12 @@ On start and on every assignment the consumer seeks to the offsets stored in Pos
 bounded by `batch_records_max` records and its latency by `poll_timeout_ms`.
 
 Database errors are translated at this edge (projections.errors) and each ends in one outcome:
-  - DatabaseUnavailableError (connection lost or refused, server restarting): the transaction rolled
-    back with its offsets, so the same batch is retried after a growing pause, on a new connection;
-    past `db_retry_attempts_max` the runner is rebuilt (FatalProcessorError), which the process bounds;
+  - DatabaseUnavailableError (connection lost or refused, server restarting, AdminShutdown): the
+    transaction rolled back with its offsets, so the same batch is retried on a new connection after a
+    growing pause (capped at `db_retry_backoff_max_s`), for as long as the database stays away, with a
+    `database_unavailable` log line per attempt. A runner started while the database is down waits for
+    it the same way (`waiting_for_database`). A database that does not answer at all (a stopped
+    server) blocks the call: the watchdog ends the process after `db_call_deadline_s`;
   - ProjectionApplyError (the database refuses what a record makes, e.g. a constraint or an overflow):
     the batch is applied again one record at a time, each in a savepoint with deferred constraints
     checked at once, and a refused record goes to projection_dead_letters (`ProjectionApplyError`)
@@ -27,8 +30,8 @@ Database errors are translated at this edge (projections.errors) and each ends i
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -45,8 +48,10 @@ from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
+from payments.runtime.health import Health
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
+from payments.runtime.watchdog import Watchdog
 from projections.errors import DatabaseUnavailableError, ProjectionApplyError, translate
 
 log = structlog.get_logger(__name__)
@@ -82,23 +87,26 @@ class RunnerConfig:
     batch_records_max: int = 1000
     record_bytes_max: int = 512 * 1024  # a larger value is parked as OversizeRecord, as the Kafka services do
     poll_timeout_ms: int = 200
-    db_retry_attempts_max: int = 8
     db_retry_backoff_max_s: float = 5.0
+    db_connect_timeout_s: int = 5
+    db_call_deadline_s: float = 60.0  # one database transaction (a batch) may block this long: then the watchdog
+    progress_bound_s: float = 120.0
 
 
 class ProjectionRunner:
     def __init__(self, projection: Projection, *, bootstrap_servers: str, database_url: str, topics: Topics,
-                 serde: Serde, config: RunnerConfig | None = None) -> None:
+                 serde: Serde, config: RunnerConfig | None = None, watchdog: Watchdog | None = None,
+                 health: Health | None = None) -> None:
         self.projection = projection
         self.serde = serde
         self.config = config or RunnerConfig()
+        self.watchdog = watchdog or Watchdog(f"projection-{projection.name}")
+        self.health = health or Health(self.config.progress_bound_s)
         self._database_url = database_url
         self._topics = topics
         self._log = log.bind(projection=projection.name)
-        try:
-            self._conn = psycopg.connect(database_url)
-        except psycopg.Error as error:
-            raise FatalProcessorError(f"cannot connect to the database: {translate(error)}") from error
+        self._stop = threading.Event()  # run() replaces it; a replay's runner is never stopped this way
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
         self._positions: dict[tuple[str, int], int | None] = {}
         self.consumer = Consumer({
@@ -116,7 +124,9 @@ class ProjectionRunner:
     def run(self, stop: threading.Event) -> None:
         """Apply batches until `stop`. A Kafka or database error outside a batch's own retries (a rebalance
         callback reading the stored offsets, say) is fatal for this runner: the caller rebuilds it."""
-        self.consumer.subscribe([self._topics.name(t) for t in self.projection.topics], on_assign=self._on_assign)
+        self._stop = stop
+        self.consumer.subscribe([self._topics.name(t) for t in self.projection.topics], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
         try:
             while not stop.is_set():
                 self.step()
@@ -126,10 +136,13 @@ class ProjectionRunner:
             self.close()
 
     def step(self) -> int:
-        records = data_records(
-            self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000), self._log)
+        with self.watchdog.guard("consume", self.config.db_call_deadline_s + self.config.poll_timeout_ms / 1000):
+            records = data_records(
+                self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000), self._log)
+        self.health.consumed(len(records))
         if records:
             self._checkpoint(records)
+        self.health.iterated()
         return len(records)
 
     def assign(self, partitions: list[TopicPartition]) -> None:
@@ -140,15 +153,20 @@ class ProjectionRunner:
         try:
             self.consumer.close()
         finally:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     # -- checkpoint ---------------------------------------------------------------------------
 
     def _checkpoint(self, records: list[KafkaRecord]) -> None:
         isolate = False
-        for attempt in range(1, self.config.db_retry_attempts_max + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                self._apply_batch(records, isolate=isolate)
+                with self.watchdog.guard("database_transaction", self.config.db_call_deadline_s):
+                    self._apply_batch(records, isolate=isolate)
+                self.health.committed()
                 return
             except _PositionMoved as moved:
                 self._log.warning("projection_positions_moved", detail=str(moved))
@@ -162,18 +180,18 @@ class ProjectionRunner:
                     continue
                 if isinstance(failure, ProjectionApplyError):
                     raise  # refused outside any record (the offsets upsert itself): a bug, crash loudly
-                self._log.warning("projection_batch_retry", attempt=attempt, error=str(failure))
-                time.sleep(min(0.1 * 2**attempt, self.config.db_retry_backoff_max_s))
-                self._reconnect()
-        # Still unreachable: rebuild (new connection, positions from PostgreSQL), bounded by the process.
-        raise FatalProcessorError(f"projection {self.projection.name}: database unavailable after "
-                                  f"{self.config.db_retry_attempts_max} attempts")
+                # The batch and its offsets rolled back together: the same batch is retried as it is.
+                self._log.warning("database_unavailable", attempt=attempt, error=str(failure), records=len(records))
+                self._drop_connection()
+                if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
+                    raise FatalProcessorError("stopped while the database was unavailable") from error
 
     def _apply_batch(self, records: list[KafkaRecord], *, isolate: bool = False) -> None:
         """Steps 2-6 of the module docstring; with `isolate`, each record in its own savepoint."""
         positions: dict[tuple[str, int], int] = {}
         decoded: list[tuple[Message, RecordMeta]] = []
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        conn = self._db()
+        with conn.transaction(), conn.cursor() as cur:
             self._check_positions(cur, {(r.topic(), r.partition()) for r in records})  # type: ignore[misc]
             for record in records:
                 topic, partition, offset = record.topic(), record.partition(), record.offset()
@@ -215,7 +233,7 @@ class ProjectionRunner:
                         meta: RecordMeta) -> None:
         """Apply one record in a savepoint, its deferred constraints checked at once; a refusal dead-letters it."""
         try:
-            with self._conn.transaction():
+            with self._db().transaction():
                 self._apply(cur, [(message, meta)])
                 cur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # fires this record's deferred checks now
                 cur.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -269,8 +287,12 @@ class ProjectionRunner:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
             self._positions[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition))
         consumer.assign(partitions)
+        self.health.partitions += len(partitions)
         self._log.info("projection_assigned",
                        partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.partitions = max(0, self.health.partitions - len(partitions))
 
     def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         stored = self._stored_offsets()
@@ -280,21 +302,54 @@ class ProjectionRunner:
                                               stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)))
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
-        with self._conn.transaction():
-            rows = self._conn.execute(
-                "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s",
-                (self.projection.name,)).fetchall()
-        return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
+        """What PostgreSQL holds, waiting for it through connection loss (a rebalance needs the answer)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.watchdog.guard("read_offsets", self.config.db_call_deadline_s):
+                    conn = self._db()
+                    with conn.transaction():
+                        rows = conn.execute(
+                            "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s",
+                            (self.projection.name,)).fetchall()
+                return {(str(topic), int(partition)): int(offset)  # type: ignore[call-overload]
+                        for topic, partition, offset in rows}
+            except psycopg.Error as error:
+                failure = translate(error)
+                if not isinstance(failure, DatabaseUnavailableError):
+                    raise
+                self._log.warning("database_unavailable", attempt=attempt, error=str(failure))
+                self._drop_connection()
+                if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
+                    raise FatalProcessorError("stopped while the database was unavailable") from error
 
-    def _reconnect(self) -> None:
-        # No rewind here: the same in-memory batch is retried, and the rolled-back transaction left
-        # the stored offsets where they were. If the commit did land before the connection broke,
-        # the retry is a no-op because `apply` is idempotent per event id.
-        try:
-            self._conn.close()
-            self._conn = psycopg.connect(self._database_url)
-        except psycopg.Error as error:
-            self._log.warning("projection_reconnect_failed", error=str(translate(error)))
+    def _db(self) -> psycopg.Connection[tuple[object, ...]]:
+        """The connection, made now if there is none; a database that is down is waited for.
+
+        No rewind is needed after a lost connection: the in-memory batch is retried as it is, and the
+        rolled-back transaction left the stored offsets where they were. If a commit did land before
+        the connection broke, the retry is a no-op because `apply` is idempotent per event id.
+        """
+        attempt = 0
+        while self._conn is None:
+            attempt += 1
+            try:
+                self._conn = psycopg.connect(self._database_url, connect_timeout=self.config.db_connect_timeout_s)
+            except psycopg.Error as error:
+                failure = translate(error)
+                if not isinstance(failure, DatabaseUnavailableError):
+                    raise
+                self._log.warning("waiting_for_database", attempt=attempt, error=str(failure))
+                if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
+                    raise FatalProcessorError("stopped while waiting for the database") from error
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):  # a broken connection: nothing to close cleanly
+                self._conn.close()
+            self._conn = None
 
 
 

@@ -21,7 +21,7 @@ class ProcessorConfig:
     # A batch stops taking records once this much time went into it (a slow partner call, say): the rest
     # is read again after the commit. Keeps every transaction well inside transaction_timeout_ms.
     batch_time_budget_ms: int = 4_000
-    call_timeout_s: float = 30.0
+    call_timeout_s: float = 15.0  # each attempt of a transactional call; librdkafka may not honour it (watchdog)
     retriable_attempts_max: int = 10
     record_bytes_max: int = 512 * 1024  # an input value larger than this is dead-lettered (OversizeRecord)
     output_bytes_max: int = 900_000  # key + value + headers of anything a decision emits
@@ -32,6 +32,21 @@ class ProcessorConfig:
     timer_retry_ms: int = 60_000
     max_poll_interval_ms: int = 60_000
     session_timeout_ms: int = 10_000
+    # A blocking call still running this long after its own timeout means the client is stuck: exit.
+    watchdog_margin_s: float = 10.0
+    progress_bound_s: float = 60.0  # /healthz turns unhealthy after this long without progress
+
+    @property
+    def call_deadline_s(self) -> float:
+        """How long one attempt of a transactional call may block before the watchdog ends the process."""
+        return self.call_timeout_s + self.watchdog_margin_s
+
+    @property
+    def consume_deadline_s(self) -> float:
+        """consume() runs the rebalance callbacks: committed offsets, the wait for a stable changelog and
+        the restore are each bounded; this bounds them together."""
+        return (self.poll_timeout_ms / 1000 + 2 * self.restore_timeout_s + 2 * self.transaction_timeout_ms / 1000
+                + self.watchdog_margin_s)
 
     def __post_init__(self) -> None:
         assert self.batch_records_max > 0 and self.retriable_attempts_max > 0

@@ -51,10 +51,12 @@ from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
+from payments.runtime.health import Health
 from payments.runtime.logic import Decision, Incoming, InputRejected, Logic, Outgoing
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.state import Key, PartitionedState
 from payments.runtime.topics import Topics
+from payments.runtime.watchdog import Watchdog
 
 S = TypeVar("S")
 log = structlog.get_logger(__name__)
@@ -100,12 +102,17 @@ class Processor(Generic[S]):
         instance_id: str,
         config: ProcessorConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
+        watchdog: Watchdog | None = None,
+        health: Health | None = None,
     ) -> None:
         self.logic = logic
         self.topics = topics
         self.serde = serde
         self.config = config or ProcessorConfig()
         self.clock = clock
+        # Without a started watchdog the guards are only declarations (unit tests); ops.launch starts one.
+        self.watchdog = watchdog or Watchdog(logic.service)
+        self.health = health or Health(self.config.progress_bound_s)
         self.consumer = clients.consumer
         self.producer = clients.producer
         self._changelog_reader = clients.changelog
@@ -146,21 +153,24 @@ class Processor(Generic[S]):
 
     def step(self) -> int:
         """Consume one batch and checkpoint it. Returns the number of records handled."""
-        records = self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
+        with self.watchdog.guard("consume", self.config.consume_deadline_s):
+            records = self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
         records = data_records(records, self._log)
+        self.health.consumed(len(records))
         now = self.clock()
         due = self.state.pop_due(now, self.config.batch_records_max)
-        if not records and not due:
-            return 0
-        return self._checkpoint(records, due, now)
+        handled = self._checkpoint(records, due, now) if records or due else 0
+        self.health.iterated()
+        return handled
 
     def close(self) -> None:
-        try:
-            self.consumer.close()
-        except KafkaException as error:  # closing a fenced or disconnected client: nothing left to save
-            self._log.warning("consumer_close_failed", error=str(error))
-        finally:
-            self.producer.flush(5)
+        with self.watchdog.guard("close", self.config.call_deadline_s):
+            try:
+                self.consumer.close()
+            except KafkaException as error:  # closing a fenced or disconnected client: nothing left to save
+                self._log.warning("consumer_close_failed", error=str(error))
+            finally:
+                self.producer.flush(5)
 
     def state_of(self, key: str) -> S | None:
         """The committed state of `key` if this instance owns it (for inspection and tests)."""
@@ -179,7 +189,8 @@ class Processor(Generic[S]):
             self.state.rearm(due)
             due = []
         try:
-            self.producer.begin_transaction()
+            with self.watchdog.guard("begin_transaction", self.config.call_deadline_s):
+                self.producer.begin_transaction()
             records = self._handle_records(records, changes, now, started)
             for partition, key in due:
                 self._handle_timer(partition, key, changes, now)
@@ -210,6 +221,7 @@ class Processor(Generic[S]):
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
         self._forget_poison()
+        self.health.committed()
         return len(records)
 
     def _after_failed_transaction(self, error: KafkaError, due: list[Key], records: int) -> None:
@@ -451,6 +463,7 @@ class Processor(Generic[S]):
             if tp.offset >= 0:
                 self._committed[(tp.topic, tp.partition)] = tp.offset
         numbers = sorted({tp.partition for tp in partitions} - self.state.partitions)
+        self.health.restoring = True
         # The offsets are stable, but the previous owner's commit marker may still be on its way to the
         # changelog partition: restore only once no transaction is open there, or the last snapshot is missed.
         if numbers and not self._changelog_reader.wait_stable(numbers, 2 * self.config.transaction_timeout_ms / 1000):
@@ -458,6 +471,8 @@ class Processor(Generic[S]):
         restored = self._restore(numbers)
         for partition in numbers:
             self.state.assign(partition, restored.get(partition, {}).items())
+        self.health.partitions = len(self.state.partitions)
+        self.health.restoring = False
         self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
                        restored=sum(len(restored.get(p, {})) for p in numbers))
 
@@ -468,6 +483,7 @@ class Processor(Generic[S]):
             self._committed.pop((tp.topic, tp.partition), None)
             self._isolate.pop((tp.topic, tp.partition), None)
         self._poison = {p: d for p, d in self._poison.items() if (p[0], p[1]) in self._committed}
+        self.health.partitions = len(self.state.partitions)
         self._log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _restore(self, partitions: list[int]) -> dict[int, dict[str, S]]:
@@ -491,7 +507,8 @@ class Processor(Generic[S]):
         """Run a transactional API call, retrying while librdkafka says the error is retriable."""
         for attempt in range(1, self.config.retriable_attempts_max + 1):
             try:
-                call()
+                with self.watchdog.guard(what, self.config.call_deadline_s):
+                    call()
                 return
             except KafkaException as error:
                 kafka_error: KafkaError = error.args[0]

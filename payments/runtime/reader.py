@@ -12,20 +12,15 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
 from payments.runtime.errors import KafkaCallError, ReadTimeoutError
+from payments.runtime.retry import retry_kafka
 
 Partition = tuple[str, int]
 CONSUME_BATCH_MAX = 2000
-LIST_OFFSETS_ATTEMPTS_MAX = 10
-# Metadata not settled yet (a new topic, a moving leader) or a slow broker: worth asking again.
-TRANSIENT_CODES = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-})
 POLL_TIMEOUT_S = 0.5
 
 
@@ -33,10 +28,7 @@ def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
     """Every partition of `topics`; KafkaCallError if the metadata cannot be had or a topic does not exist."""
     wanted = list(topics)
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        metadata = admin.list_topics(timeout=10).topics
-    except KafkaException as error:
-        raise KafkaCallError(f"listing topics failed: {error.args[0]}") from error
+    metadata = retry_kafka(lambda: admin.list_topics(timeout=10).topics, "list_topics")
     missing = [topic for topic in wanted if topic not in metadata]
     if missing:
         raise KafkaCallError(f"no such topic: {', '.join(missing)}")
@@ -56,18 +48,13 @@ def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bo
     admin = AdminClient({"bootstrap.servers": bootstrap})
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
-    for attempt in range(1, LIST_OFFSETS_ATTEMPTS_MAX + 1):
+
+    def list_offsets() -> dict[Partition, int]:
         futures = admin.list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
-        try:
-            return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
-        except KafkaException as error:
-            # Right after a topic is created or a leader moves: NOT_LEADER_FOR_PARTITION and the like.
-            kafka_error: KafkaError = error.args[0]
-            transient = kafka_error.retriable() or kafka_error.code() in TRANSIENT_CODES
-            if not transient or attempt == LIST_OFFSETS_ATTEMPTS_MAX:
-                raise KafkaCallError(f"list_offsets failed after {attempt} attempt(s): {kafka_error}") from error
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-    raise AssertionError("unreachable: the loop returns or raises")
+        return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+
+    # Right after a topic is created or a leader moves: NOT_LEADER_FOR_PARTITION, UNKNOWN_LEADER_EPOCH, ...
+    return retry_kafka(list_offsets, "list_offsets")
 
 
 def committed_records(

@@ -1,4 +1,4 @@
-"""The life of one service process: signals, rebuild-on-fatal with a bound, and the exit code it ends with.
+"""The life of one service process: signals, rebuild-on-fatal with backoff and a bound, and the exit code.
 
 The exit codes a supervisor (systemd, Kubernetes, `ops.supervisor`) sees are the EXIT_* constants
 below; docs/operations.md lists them with what to do about each.
@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
 import structlog
 
 from payments.runtime.errors import FatalProcessorError, TopologyError
+from payments.runtime.watchdog import EXIT_STUCK, Watchdog
 
 EXIT_OK: Final = 0  # stopped by SIGTERM/SIGINT after finishing its checkpoint
 EXIT_CRASH: Final = 1  # an unexpected exception (a bug): Python's own exit code for one
 EXIT_CONFIG: Final = 2  # bad configuration or topology (a topic with the wrong partition count): fix, then restart
-EXIT_REBUILDS_EXHAUSTED: Final = 3  # fatal errors kept coming after `rebuilds_max` rebuilds: restart and alert
+EXIT_REBUILDS_EXHAUSTED: Final = 3  # fatal errors kept coming, rebuild after rebuild: restart and alert
+EXIT_WATCHDOG: Final = EXIT_STUCK  # 4: a blocking call outlived its deadline, or stopping its grace period
 
-REBUILDS_MAX: Final = 20
-REBUILD_PAUSE_S: Final = 1.0
+REBUILDS_MAX: Final = 20  # consecutive rebuilds that each failed before `healthy_run_s`
+REBUILD_PAUSE_S: Final = 1.0  # the first pause; it doubles per consecutive failure, up to REBUILD_PAUSE_MAX_S
+REBUILD_PAUSE_MAX_S: Final = 30.0
+HEALTHY_RUN_S: Final = 60.0  # a run that lasted this long before failing resets the count
 
 log = structlog.get_logger(__name__)
 
@@ -30,25 +35,36 @@ class Runnable(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT ask the loop to finish its checkpoint and leave the group cleanly."""
+def install_signal_handlers(stop: threading.Event, watchdog: Watchdog | None = None) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its checkpoint and leave the group cleanly; the
+    watchdog bounds how long that may take, even when the main thread is stuck in a call."""
     def handler(signum: int, _frame: object) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
         stop.set()
+        if watchdog is not None:
+            watchdog.stop_requested()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if watchdog is not None:
+        watchdog.watch_signals()
 
 
 def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name: str, *,
-                      rebuilds_max: int = REBUILDS_MAX, pause_s: float = REBUILD_PAUSE_S) -> int:
-    """Build and run the service until `stop`; after a fatal (e.g. fenced) error, rebuild it from
-    committed state. Returns the process's exit code.
+                      rebuilds_max: int = REBUILDS_MAX, pause_s: float = REBUILD_PAUSE_S,
+                      pause_max_s: float = REBUILD_PAUSE_MAX_S, healthy_run_s: float = HEALTHY_RUN_S,
+                      clock: Callable[[], float] = time.monotonic) -> int:
+    """Build and run the service until `stop`; after a fatal error (fenced, a broker or database gone for
+    longer than a call's retries), rebuild it from committed state. Returns the process's exit code.
 
-    Rebuilding is bounded: a service that keeps failing exits with EXIT_REBUILDS_EXHAUSTED so the
-    supervisor restarts it and the alert fires. A topology error exits at once (EXIT_CONFIG).
+    Rebuilds back off (pause doubling up to `pause_max_s`), so an outage is waited out rather than
+    turned into a crash loop. Only `rebuilds_max` consecutive failures, each within `healthy_run_s`
+    of its start, end the process (EXIT_REBUILDS_EXHAUSTED); a run that lasted longer resets the count.
+    A topology error exits at once (EXIT_CONFIG).
     """
-    for attempt in range(1, rebuilds_max + 1):
+    failures = 0
+    while not stop.is_set():
+        started = clock()
         try:
             build().run(stop)
             return EXIT_OK
@@ -56,10 +72,10 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
             log.error("service_misconfigured", service=name, error=str(error))
             return EXIT_CONFIG
         except FatalProcessorError as error:
-            log.error("service_rebuild", service=name, attempt=attempt, error=str(error))
-            if stop.is_set():
-                return EXIT_OK
-            if attempt < rebuilds_max:
-                stop.wait(pause_s)
-    log.error("service_rebuilds_exhausted", service=name, rebuilds=rebuilds_max)
-    return EXIT_REBUILDS_EXHAUSTED
+            failures = 1 if clock() - started >= healthy_run_s else failures + 1
+            log.error("service_rebuild", service=name, attempt=failures, error=str(error))
+            if failures >= rebuilds_max:
+                log.error("service_rebuilds_exhausted", service=name, rebuilds=failures)
+                return EXIT_REBUILDS_EXHAUSTED
+            stop.wait(min(pause_max_s, pause_s * 2 ** (failures - 1)))
+    return EXIT_OK

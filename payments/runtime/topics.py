@@ -8,17 +8,21 @@ every topic: one instance owns all of a payment's traffic (co-partitioning).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
+import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from payments.contracts import topics as base
 from payments.runtime.config import TOPIC_MESSAGE_BYTES_MAX
-from payments.runtime.errors import TopologyError
+from payments.runtime.errors import KafkaCallError, TopologyError
+from payments.runtime.retry import retry_kafka
 
 CREATE_TIMEOUT_S = 30
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
     A partition count mismatch would silently break co-partitioning, so it is an error, not a warning.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = admin.list_topics(timeout=CREATE_TIMEOUT_S).topics
+    existing = retry_kafka(lambda: admin.list_topics(timeout=CREATE_TIMEOUT_S).topics, "list_topics")
     missing = [spec for spec in specs if spec.name not in existing]
     for spec in specs:
         if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
@@ -80,9 +84,31 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
     if not missing:
         return
     futures = admin.create_topics([spec.new_topic() for spec in missing], operation_timeout=CREATE_TIMEOUT_S)
-    for future in futures.values():
+    for name, future in futures.items():
         try:
             future.result(timeout=CREATE_TIMEOUT_S)
         except KafkaException as error:
             if error.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent instance created it first
-                raise
+                raise KafkaCallError(f"creating topic {name} failed: {error.args[0]}") from error
+
+
+def wait_for_kafka(bootstrap_servers: str, stop: threading.Event, *, attempt_timeout_s: float = 5.0,
+                   pause_s: float = 2.0) -> bool:
+    """Block until the cluster answers a metadata request, logging each wait; False if `stop` came first.
+
+    A service started while Kafka is down (or restarting) waits for it instead of exiting.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    waited = 0
+    while not stop.is_set():
+        try:
+            admin.list_topics(timeout=attempt_timeout_s)
+            if waited:
+                log.info("kafka_available", bootstrap_servers=bootstrap_servers, attempts=waited)
+            return True
+        except KafkaException as error:
+            waited += 1
+            log.warning("waiting_for_kafka", bootstrap_servers=bootstrap_servers, attempt=waited,
+                        error=error.args[0].name())
+            stop.wait(pause_s)
+    return False

@@ -1,0 +1,96 @@
+"""Liveness that reflects progress, and readiness, as the main loop reports them; served over HTTP.
+
+- alive (`/healthz`): the loop iterated within `progress_bound_s`, and when records were waiting, a
+  checkpoint committed within it too. A loop blocked in a call, or one spinning through aborts while
+  work waits, is unhealthy (the watchdog ends the first kind; a supervisor may restart either).
+- ready (`/readyz`): the loop owns partitions and has restored their state.
+
+Both answer 200 with `{"ok": true, ...}` or 503 with the reason, as JSON. The server runs in a daemon
+thread on `PAYMENTS_HEALTH_PORT` (off when 0); the operations issue adds `/metrics` beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Health:
+    def __init__(self, progress_bound_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.progress_bound_s = progress_bound_s
+        self._clock = clock
+        self._last_iteration = clock()
+        self._waiting_since: float | None = None  # records consumed and not yet committed since then
+        self.partitions = 0
+        self.restoring = False
+
+    # -- reported by the loop ---------------------------------------------------------------------
+
+    def consumed(self, records: int) -> None:
+        """The loop took `records` from Kafka: with none, nothing waits; with some, a commit is due."""
+        if records == 0:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = self._clock()
+
+    def committed(self) -> None:
+        self._waiting_since = None
+
+    def iterated(self) -> None:
+        """One loop iteration ended (whatever it did)."""
+        self._last_iteration = self._clock()
+
+    # -- read by the probes -----------------------------------------------------------------------
+
+    def alive(self) -> tuple[bool, str]:
+        now = self._clock()
+        idle_s = now - self._last_iteration
+        if idle_s > self.progress_bound_s:
+            return False, f"no loop iteration for {idle_s:.0f}s (bound {self.progress_bound_s:.0f}s)"
+        if self._waiting_since is not None and now - self._waiting_since > self.progress_bound_s:
+            waiting_s = now - self._waiting_since
+            return False, f"records waiting and no commit for {waiting_s:.0f}s (bound {self.progress_bound_s:.0f}s)"
+        return True, "progressing"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.restoring:
+            return False, "restoring state"
+        if self.partitions == 0:
+            return False, "no partitions assigned"
+        return True, f"{self.partitions} partitions assigned"
+
+    def report(self) -> dict[str, Any]:
+        alive, alive_reason = self.alive()
+        ready, ready_reason = self.ready()
+        return {"alive": alive, "alive_reason": alive_reason, "ready": ready, "ready_reason": ready_reason,
+                "partitions": self.partitions}
+
+
+def serve_health(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - a probe port
+    """Serve /healthz and /readyz for `health` in a daemon thread; returns the server (port 0: any free port)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            checks = {"/healthz": health.alive, "/readyz": health.ready}
+            check = checks.get(self.path.split("?")[0])
+            if check is None:
+                self.send_error(404)
+                return
+            ok, reason = check()
+            body = json.dumps({"ok": ok, "reason": reason, **health.report()}).encode()
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # probes every few seconds would flood the JSON log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
