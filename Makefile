@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e test demo stack-up stack-down bench clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults test demo stack-up stack-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ integration: $(STAMP) ## Tests against real Kafka and PostgreSQL (started on dem
 
 e2e: $(STAMP) ## The whole pipeline as separate processes
 	$(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
+
+faults: $(STAMP) ## Broker and database faults while payments flow, longer than in make test
+	PAYMENTS_FAULT_PAYMENTS=$${PAYMENTS:-600} PAYMENTS_FAULT_SECONDS=$${SECONDS_OF_TRAFFIC:-30} \
+		$(BIN)/pytest tests/faults -q -s $(PYTEST_ARGS)
 
 test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests)
 	$(BIN)/payments stack fetch

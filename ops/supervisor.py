@@ -1,12 +1,20 @@
-"""Run services as separate OS processes (`payments run ...`): for the demo, tests and chaos runs."""
+"""Run services as separate OS processes (`payments run ...`): for the demo, tests and chaos runs.
+
+`Supervisor` keeps a set of them running the way systemd or Kubernetes would: a process that exits
+(a watchdog exit, rebuilds exhausted, a crash) is started again, and every exit code is recorded.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 STOP_TIMEOUT_S = 30
@@ -19,9 +27,12 @@ class ServiceProcess:
     """One service process with its own log file; it can be stopped cleanly or SIGKILLed."""
 
     def __init__(self, args: list[str], *, log_dir: Path, env: dict[str, str] | None = None,
-                 instance_id: str = "0") -> None:
+                 instance_id: str = "0", health_port: int = 0) -> None:
         self.args = args
+        self.health_port = health_port
         self.env = {**os.environ, "PAYMENTS_INSTANCE_ID": instance_id, **(env or {})}
+        if health_port:
+            self.env["PAYMENTS_HEALTH_PORT"] = str(health_port)
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{'-'.join(args)}-{instance_id}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,6 +76,17 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def health(self, path: str = "/healthz") -> tuple[bool, str]:
+        """What the process's health endpoint says (it must have been started with a `health_port`)."""
+        assert self.health_port, "started without a health port"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=5) as response:
+                return True, str(json.loads(response.read())["reason"])
+        except urllib.error.HTTPError as error:
+            return False, str(json.loads(error.read()).get("reason", error.code))
+        except OSError as error:  # not listening (starting, or gone)
+            return False, f"no answer: {error}"
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -77,3 +99,43 @@ def start_all(services: list[ServiceProcess], timeout_s: float = READY_TIMEOUT_S
     for service in services:
         service.wait_ready(timeout_s)
     return services
+
+
+class Supervisor:
+    """Keeps `services` running: one that exits is started again after `restart_pause_s`; exits are recorded."""
+
+    def __init__(self, services: list[ServiceProcess], *, restart_pause_s: float = 1.0,
+                 check_interval_s: float = 0.5) -> None:
+        self.services = services
+        self.restart_pause_s = restart_pause_s
+        self.check_interval_s = check_interval_s
+        self.exits: list[tuple[list[str], int]] = []  # (args, exit code) of every exit it restarted from
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> Supervisor:
+        start_all(self.services, ready_timeout_s)
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def exit_codes(self) -> list[int]:
+        return [code for _, code in self.exits]
+
+    def stop(self) -> dict[str, int]:
+        """Stop watching, then stop every service (SIGTERM); their exit codes, by `payments run` args."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        return {" ".join(service.args): service.stop() for service in self.services}
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.check_interval_s):
+            for service in self.services:
+                process = service.process
+                if process is None or process.poll() is None:
+                    continue
+                self.exits.append((service.args, int(process.returncode)))
+                if self._stopping.wait(self.restart_pause_s):
+                    return
+                service.start()

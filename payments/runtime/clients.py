@@ -8,11 +8,12 @@ protocols, so its checkpoint logic runs under unit test against in-memory fakes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.reader import committed_records, wait_until_stable
@@ -70,11 +71,30 @@ class ChangelogReader(Protocol):
         ...
 
 
+class ConnectionWatch:
+    """Set when librdkafka reports that every broker connection is down (`_ALL_BROKERS_DOWN`, through the
+    clients' `error_cb`, served by consume() and poll()).
+
+    A client that lived through that is not trusted with another transaction: after a broker restart,
+    librdkafka 2.16 can keep a coordinator that no longer exists and block `send_offsets_to_transaction`
+    forever (#5456, #5511). The loop rebuilds its clients instead (seen in tests/faults: every service
+    hung once after a broker restart before this; the watchdog stays as the backstop).
+    """
+
+    def __init__(self) -> None:
+        self.lost = threading.Event()
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.lost.set()
+
+
 @dataclass(frozen=True)
 class LoopClients:
     consumer: LoopConsumer
     producer: TransactionalProducer
     changelog: ChangelogReader
+    connection: ConnectionWatch = field(default_factory=ConnectionWatch)
 
 
 class KafkaChangelogReader:
@@ -96,7 +116,9 @@ class KafkaChangelogReader:
 def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, changelog_topic: str,
                   config: ProcessorConfig, consumer_overrides: dict[str, Any] | None = None) -> LoopClients:
     """The librdkafka clients of one processor instance."""
+    connection = ConnectionWatch()
     consumer = Consumer({
+        "error_cb": connection.on_error,
         "bootstrap.servers": bootstrap_servers,
         "group.id": group,
         "enable.auto.commit": False,
@@ -109,6 +131,7 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         **(consumer_overrides or {}),
     })
     producer = Producer({
+        "error_cb": connection.on_error,
         "bootstrap.servers": bootstrap_servers,
         "transactional.id": transactional_id,
         "transaction.timeout.ms": config.transaction_timeout_ms,
@@ -117,4 +140,4 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "linger.ms": 5,
         "message.max.bytes": config.message_bytes_max,
     })
-    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic))
+    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection)

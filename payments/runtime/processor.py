@@ -115,6 +115,7 @@ class Processor(Generic[S]):
         self.health = health or Health(self.config.progress_bound_s)
         self.consumer = clients.consumer
         self.producer = clients.producer
+        self._connection = clients.connection
         self._changelog_reader = clients.changelog
         self._changelog = topics.changelog(logic.service)
         self._inputs = {topics.name(base): base for base in logic.input_topics}
@@ -180,6 +181,9 @@ class Processor(Generic[S]):
 
     def _checkpoint(self, records: list[Message], due: list[Key], now: datetime) -> int:
         """Steps 1-6 of the module docstring; returns the records committed (0 after an abort)."""
+        if self._connection.lost.is_set():  # nothing of this batch is produced yet: start over, clean
+            raise FatalProcessorError("every broker connection was lost: rebuilding the clients before the next "
+                                      "transaction (librdkafka #5456, #5511)")
         changes: Changes = {}
         started = time.monotonic()
         isolating = self._isolating()

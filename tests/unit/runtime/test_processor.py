@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import pytest
+from confluent_kafka import KafkaError
 from pydantic import BaseModel, ConfigDict
 
 from payments.contracts.codec import SingleObjectSerde
@@ -255,6 +256,20 @@ def test_a_kafka_error_outside_a_checkpoint_ends_run_as_fatal() -> None:
     with pytest.raises(FatalProcessorError, match="outside a checkpoint"):
         processor.run(threading.Event())
     assert consumer.closed
+
+
+def test_after_every_broker_connection_was_lost_the_clients_are_rebuilt_before_the_next_transaction() -> None:
+    rig = Rig()
+    rig.send(command())
+    rig.processor.step()
+    rig.processor._connection.on_error(KafkaError(KafkaError._TRANSPORT))  # one connection: nothing special
+    rig.send(command())
+    assert rig.processor.step() == 1
+    rig.processor._connection.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    rig.send(command())
+    with pytest.raises(FatalProcessorError, match="every broker connection was lost"):
+        rig.processor.step()
+    assert rig.producer.open is False and rig.producer.commits == 2  # nothing of that batch began
 
 
 # -- a batch cut short, a rebalance mid-stream -----------------------------------------------------
