@@ -165,13 +165,16 @@ class Processor(Generic[S]):
         return handled
 
     def close(self) -> None:
+        """Leave the group and flush what is queued. Never raises a Kafka error: close() runs on the way out
+        of run(), often because of a fatal error, and must not replace that error (a fenced producer's
+        flush() raises _FENCED again)."""
         with self.watchdog.guard("close", self.config.call_deadline_s):
-            try:
-                self.consumer.close()
-            except KafkaException as error:  # closing a fenced or disconnected client: nothing left to save
-                self._log.warning("consumer_close_failed", error=str(error))
-            finally:
-                self.producer.flush(5)
+            calls = (("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)))
+            for what, call in calls:
+                try:
+                    call()
+                except KafkaException as error:  # a fenced or disconnected client: nothing left to save
+                    self._log.warning("close_failed", call=what, error=str(error.args[0]))
 
     def state_of(self, key: str) -> S | None:
         """The committed state of `key` if this instance owns it (for inspection and tests)."""

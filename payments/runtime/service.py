@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 import structlog
+from confluent_kafka import KafkaException
 
 from payments.runtime.errors import FatalProcessorError, TopologyError
 from payments.runtime.watchdog import EXIT_STUCK, Watchdog
@@ -71,7 +72,7 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
         except TopologyError as error:
             log.error("service_misconfigured", service=name, error=str(error))
             return EXIT_CONFIG
-        except FatalProcessorError as error:
+        except (FatalProcessorError, KafkaException) as error:  # a raw Kafka error here is fatal too: rebuild
             failures = 1 if clock() - started >= healthy_run_s else failures + 1
             log.error("service_rebuild", service=name, attempt=failures, error=str(error))
             if failures >= rebuilds_max:

@@ -117,6 +117,7 @@ class FakeProducer:
         self.aborts += 1
 
     def flush(self, timeout: float) -> int:
+        self.failures.check("flush")  # librdkafka's flush() raises the fatal error of a fenced producer
         return 0
 
 

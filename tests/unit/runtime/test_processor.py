@@ -222,6 +222,21 @@ def test_a_fatal_error_ends_the_processor_for_a_rebuild_from_committed_state() -
     assert sum(s.count for s in map(rebuilt.processor.state_of, _payment_ids(rig)) if s is not None) == 3
 
 
+def test_a_fenced_producer_whose_close_raises_again_still_ends_run_as_fatal_not_as_a_kafka_error() -> None:
+    broker = FakeBroker()
+    clients, consumer, producer = fake_clients(broker, TOPICS.changelog("counter"))
+    processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i")
+    item = command()
+    broker.append(TOPICS.commands, item.payment_id.encode(), SERDE.encode(item),
+                  [*build_headers(item, source="test", traceparent=None)])
+    fenced = kafka_error(fatal=True, code=-144)
+    producer.failures.add("commit_transaction", fenced)
+    producer.failures.add("flush", fenced)
+    with pytest.raises(FatalProcessorError):
+        processor.run(threading.Event())
+    assert consumer.closed
+
+
 def test_a_failed_abort_is_fatal() -> None:
     rig = Rig()
     rig.send(command())
