@@ -32,6 +32,10 @@ class LoopConsumer(Protocol):
 
     def assignment(self) -> list[TopicPartition]: ...
 
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]: ...
 
     def consumer_group_metadata(self) -> object: ...
@@ -139,5 +143,11 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "partitioner": "murmur2_random",  # same partition for a key as Java producers upstream
         "linger.ms": 5,
         "message.max.bytes": config.message_bytes_max,
+        # A transaction begun right after the previous commit finds the coordinator still writing that
+        # commit's markers and is told CONCURRENT_TRANSACTIONS; librdkafka retries after retry.backoff.ms,
+        # 100 ms by default, which made send_offsets_to_transaction take ~100 ms every checkpoint
+        # (confluent-kafka-python #967). The Java producer backs off 20 ms here (KAFKA-5477); so do we.
+        # Later retries still back off exponentially, up to retry.backoff.max.ms (1 s).
+        "retry.backoff.ms": config.retry_backoff_ms,
     })
     return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection)

@@ -17,6 +17,9 @@ PRODUCER_MESSAGE_BYTES_MAX = 1_000_000
 class ProcessorConfig:
     batch_records_max: int = 500
     poll_timeout_ms: int = 100
+    calls_poll_ms: int = 10  # the wait for records, or for room, while calls are out (payments.runtime.calls)
+    calls_full_s: float = 5.0  # no room for calls this long: pause the input (and keep serving the group)
+    retry_backoff_ms: int = 20  # the producer's first retry backoff (payments.runtime.clients says why)
     transaction_timeout_ms: int = 10_000  # bounds how long a crashed instance's open transaction blocks readers
     # A batch stops taking records once this much time went into it (a slow partner call, say): the rest
     # is read again after the commit. Keeps every transaction well inside transaction_timeout_ms.

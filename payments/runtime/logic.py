@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -77,6 +77,47 @@ class Logic(Protocol[S]):
     def encode_state(self, state: S) -> bytes: ...
 
     def decode_state(self, data: bytes) -> S: ...
+
+
+CallKey = tuple[int, str, str]  # partition, state key, call id
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call out of the service (an HTTP request, say) that a key's state records as not answered yet.
+    `call_id` is unique within the key (the command id that asked for it); `request` is what the
+    performer needs to make it (payments.runtime.calls)."""
+
+    call_id: str
+    request: Any
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A call's result, handed to `Calling.complete` in a later transaction than the one that recorded it."""
+
+    partition: int
+    key: str
+    call_id: str
+    result: Any
+
+    @property
+    def ident(self) -> CallKey:
+        return self.partition, self.key, self.call_id
+
+
+class Calling(Protocol[S]):
+    """The extra side of a Logic that calls out (the partner gateway), run with a call runner.
+
+    `decide` records a call in the key's state instead of making it; once that state is committed the
+    loop starts every call `calls(state)` lists that is not running yet, and when one finishes, the
+    loop hands its result to `complete` (pure, like `decide`) in a later transaction, which must drop
+    the call from `calls(state)`. A completion for a call the state no longer lists is discarded.
+    """
+
+    def calls(self, state: S) -> tuple[Call, ...]: ...
+
+    def complete(self, state: S, completion: Completion, now: datetime) -> Decision[S]: ...
 
 
 class InputRejected(PaymentsError):

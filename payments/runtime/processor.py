@@ -47,12 +47,13 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers, forwarded_headers, parse_headers
 from payments.contracts.errors import ContractError
+from payments.runtime.calls import Calls
 from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
 from payments.runtime.health import Health
-from payments.runtime.logic import Decision, Incoming, InputRejected, Logic, Outgoing
+from payments.runtime.logic import Calling, Completion, Decision, Incoming, InputRejected, Logic, Outgoing
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.state import Key, PartitionedState
 from payments.runtime.topics import Topics
@@ -104,8 +105,19 @@ class Processor(Generic[S]):
         clock: Callable[[], datetime] = utc_now,
         watchdog: Watchdog | None = None,
         health: Health | None = None,
+        calls: Calls | None = None,
     ) -> None:
         self.logic = logic
+        # A Logic that calls out (payments.runtime.calls) comes with the runner that makes its calls.
+        self._calls = calls
+        self._calling: Calling[S] | None = None
+        if calls is not None:
+            assert hasattr(logic, "calls") and hasattr(logic, "complete"), f"{logic.service} does not call out"
+            self._calling = logic  # type: ignore[assignment]
+        self._completions: list[Completion] = []  # results taken from the runner, not committed yet
+        self._completion_retry: dict[tuple[int, str, str], datetime] = {}  # complete() raised: not before
+        self._paused = False
+        self._full_since: float | None = None  # since when the call runner has had no room
         self.topics = topics
         self.serde = serde
         self.config = config or ProcessorConfig()
@@ -154,13 +166,20 @@ class Processor(Generic[S]):
 
     def step(self) -> int:
         """Consume one batch and checkpoint it. Returns the number of records handled."""
-        with self.watchdog.guard("consume", self.config.consume_deadline_s):
-            records = self.consumer.consume(self.config.batch_records_max, self.config.poll_timeout_ms / 1000)
-        records = data_records(records, self._log)
+        if self._calls is not None:
+            self._completions.extend(self._calls.take())
+        take, timeout_ms = self._flow()
+        records = []
+        if take:
+            with self.watchdog.guard("consume", self.config.consume_deadline_s):
+                records = data_records(self.consumer.consume(take, timeout_ms / 1000), self._log)
+        elif self._calls is not None:
+            self._completions.extend(self._calls.take())
         self.health.consumed(len(records))
         now = self.clock()
         due = self.state.pop_due(now, self.config.batch_records_max)
-        handled = self._checkpoint(records, due, now) if records or due else 0
+        busy = records or due or self._due_completions(now)
+        handled = self._checkpoint(records, due, now) if busy else 0
         self.health.iterated()
         return handled
 
@@ -169,6 +188,8 @@ class Processor(Generic[S]):
         of run(), often because of a fatal error, and must not replace that error (a fenced producer's
         flush() raises _FENCED again)."""
         with self.watchdog.guard("close", self.config.call_deadline_s):
+            if self._calls is not None:
+                self._calls.close()
             calls = (("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)))
             for what, call in calls:
                 try:
@@ -195,12 +216,14 @@ class Processor(Generic[S]):
             records = records[:1]
             self.state.rearm(due)
             due = []
+        completions = [] if isolating else self._due_completions(now)
         try:
             with self.watchdog.guard("begin_transaction", self.config.call_deadline_s):
                 self.producer.begin_transaction()
             records = self._handle_records(records, changes, now, started)
             for partition, key in due:
                 self._handle_timer(partition, key, changes, now)
+            completions = [c for c in completions if self._handle_completion(c, changes, now)]
             self._produce_snapshots(changes)
             positions = self._positions_after(records)
             if positions:
@@ -228,6 +251,7 @@ class Processor(Generic[S]):
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
         self._forget_poison()
+        self._start_calls(completions, changes)
         self.health.committed()
         return len(records)
 
@@ -245,6 +269,83 @@ class Processor(Generic[S]):
             raise FatalProcessorError(f"abort_transaction failed: {abort_error.args[0]}") from abort_error
         self.state.rearm(due)
         self._rewind()
+
+    # -- calls out (payments.runtime.calls) -----------------------------------------------------
+
+    def _flow(self) -> tuple[int, int]:
+        """How many records to take and how long to wait for them. With a call runner: no more records than
+        it has room for calls, the partitions paused while it has none (resumed once a quarter is free),
+        and a short wait while calls are out, so their results are committed soon after they arrive.
+
+        Calls start only after the checkpoint that records them commits, so taking `room` records
+        never puts more than the runner's limit out."""
+        if self._calls is None:
+            return self.config.batch_records_max, self.config.poll_timeout_ms
+        room = self._calls.room()
+        if room > 0:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = time.monotonic()
+        if room <= 0 and not self._paused and time.monotonic() - (self._full_since or 0) < self.config.calls_full_s:
+            # Full for a moment: wait for a result rather than read. Not reading leaves the prefetched
+            # records where they are (pausing would drop them and cost a fetch round trip to resume).
+            self._calls.wait(self.config.calls_poll_ms / 1000)
+            return 0, 0
+        if room <= 0 or (self._paused and room < self._resume_room):
+            if not self._paused:  # full for long: pause, and keep consuming to serve the group
+                self._log.info("input_paused", reason="call limit reached", room=room)
+            self._paused = True
+            self.consumer.pause(self.consumer.assignment())  # every step: partitions assigned since, too
+        elif self._paused:
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
+            self._log.info("input_resumed", room=room)
+        wait_ms = self.config.calls_poll_ms if self._calls.busy() else self.config.poll_timeout_ms
+        return max(1, min(self.config.batch_records_max, room)), wait_ms
+
+    @property
+    def _resume_room(self) -> int:
+        limit = getattr(self._calls, "limit", 1)
+        return max(1, int(limit) // 4)
+
+    def _due_completions(self, now: datetime) -> list[Completion]:
+        return [c for c in self._completions if self._completion_retry.get(c.ident, now) <= now]
+
+    def _handle_completion(self, completion: Completion, changes: Changes, now: datetime) -> bool:
+        """Apply one call result; False if `complete` raised (a bug: it is tried again timer_retry_ms later)."""
+        assert self._calling is not None
+        key = (completion.partition, completion.key)
+        if completion.partition not in self.state.partitions:
+            return True  # revoked meanwhile: the new owner recovers the call
+        state = self._current(changes, *key)
+        if state is None or completion.call_id not in {call.call_id for call in self._calling.calls(state)}:
+            return True  # answered already (a second run of the call): nothing to do
+        try:
+            decision = self._calling.complete(state, completion, now)
+            produced = self._encode(decision.outgoing, None)
+        except Exception:
+            retry_at = now + timedelta(milliseconds=self.config.timer_retry_ms)
+            self._log.exception("complete_failed", key=completion.key, call_id=completion.call_id,
+                                retry_at=retry_at.isoformat())
+            self._completion_retry[completion.ident] = retry_at
+            return False
+        self._apply(decision, state, key, produced, changes=changes, blame=None)
+        return True
+
+    def _start_calls(self, completed: list[Completion], changes: Changes) -> None:
+        """After a commit: settle the results it applied, start the calls its states recorded."""
+        if self._calls is None:
+            return
+        assert self._calling is not None
+        done = {c.ident for c in completed}
+        self._completions = [c for c in self._completions if c.ident not in done]
+        for ident in done:
+            self._completion_retry.pop(ident, None)
+        self._calls.settled(completed)
+        for (partition, key), state in changes.items():
+            if state is not None:
+                for call in self._calling.calls(state):
+                    self._calls.start(partition, key, call, recovered=False)
 
     # -- poison records -----------------------------------------------------------------------
 
@@ -478,13 +579,32 @@ class Processor(Generic[S]):
         restored = self._restore(numbers)
         for partition in numbers:
             self.state.assign(partition, restored.get(partition, {}).items())
+            self._recover_calls(partition, restored.get(partition, {}))
         self.health.partitions = len(self.state.partitions)
         self.health.restoring = False
         self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
                        restored=sum(len(restored.get(p, {})) for p in numbers))
 
+    def _recover_calls(self, partition: int, states: dict[str, S]) -> None:
+        """Calls recorded but not answered when the partition was last owned may have been made already:
+        the performer finds out before it acts (recovered=True)."""
+        if self._calls is None:
+            return
+        assert self._calling is not None
+        recovered = 0
+        for key, state in states.items():
+            for call in self._calling.calls(state):
+                self._calls.start(partition, key, call, recovered=True)
+                recovered += 1
+        if recovered:
+            self._log.info("calls_recovered", partition=partition, calls=recovered)
+
     def _on_revoke(self, consumer: object, partitions: list[TopicPartition]) -> None:
         # consume() runs outside any transaction, so nothing is in flight here: drop the state only.
+        if self._calls is not None:
+            numbers = {tp.partition for tp in partitions}
+            self._calls.revoke(numbers)
+            self._completions = [c for c in self._completions if c.partition not in numbers]
         for tp in partitions:
             self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)

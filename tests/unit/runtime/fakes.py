@@ -129,6 +129,7 @@ class FakeConsumer:
         self.topics: list[str] = []
         self.callbacks: dict[str, RebalanceCallback] = {}
         self.next_assignment: list[tuple[str, int]] | None = None
+        self.paused: set[tuple[str, int]] = set()
         self.closed = False
 
     def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
@@ -148,6 +149,8 @@ class FakeConsumer:
             self.next_assignment = None
         batch: list[Message] = []
         for (topic, partition), position in sorted(self.positions.items()):
+            if (topic, partition) in self.paused:
+                continue
             for offset in range(position, len(self.broker.logs.get((topic, partition), []))):
                 if len(batch) == num_messages:
                     return batch
@@ -177,6 +180,12 @@ class FakeConsumer:
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for (t, p) in sorted(self.positions)]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused.update((tp.topic, tp.partition) for tp in partitions)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         self.failures.check("committed")
