@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException
 
 from consumers.errors import ParticipantError
 from ops.errors import ConfigError, OpsError
-from ops.registry import PROJECTIONS, SERVICES
+from ops.registry import PROJECTIONS, SERVICES, SIMULATORS
 from ops.settings import Settings
 from orchestrator.errors import OrchestratorError
 from payments.errors import PaymentsError
@@ -53,8 +53,10 @@ def _schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.launch import run_projection, run_service
+    from ops.launch import run_projection, run_service, run_simulator
 
+    if args.service in SIMULATORS:
+        return run_simulator(args.service, settings)
     if args.service != "projection":
         return run_service(args.service, settings)
     if args.name not in PROJECTIONS:
@@ -113,12 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["check"])
     schemas.set_defaults(handler=_schemas)
 
-    services = "\n".join(f"  {name:22} {spec.summary}" for name, spec in SERVICES.items())
+    services = "\n".join([*(f"  {name:22} {spec.summary}" for name, spec in SERVICES.items()),
+                          *(f"  {name:22} {summary}" for name, summary in SIMULATORS.items())])
     projections = "\n".join(f"  projection {name:11} {spec.summary}" for name, spec in PROJECTIONS.items())
     run = commands.add_parser("run", help="run one service process in the foreground",
                               epilog=f"services:\n{services}\n{projections}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("service", choices=[*SERVICES, "projection"])
+    run.add_argument("service", choices=[*SERVICES, *SIMULATORS, "projection"])
     run.add_argument("name", nargs="?", help=f"with `projection`: one of {', '.join(PROJECTIONS)}")
     run.set_defaults(handler=_run)
 

@@ -24,7 +24,7 @@ from psycopg import sql
 from ops.registry import process_args, topology
 from ops.settings import Settings
 from ops.stack import LocalStack
-from ops.supervisor import ServiceProcess, start_all
+from ops.supervisor import ServiceProcess, free_port, start_all
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
@@ -151,6 +151,7 @@ def main(settings: Settings) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
+           "PAYMENTS_PARTNER_SIM_PORT": str(free_port()),
            **DEMO_ENV}
     services = [ServiceProcess(args, log_dir=log_dir, env=env) for args in process_args()]
     code = 1

@@ -9,14 +9,17 @@ imports the local stack (`make lint` checks that).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 
 import structlog
 
-from ops.registry import PROJECTIONS, SERVICES, ServiceSpec, topology
+from consumers.partner.sim_server import serve as serve_partner
+from ops.registry import PROJECTIONS, SERVICES, SIMULATORS, ServiceSpec, topology
 from ops.settings import Settings
 from payments.observability import configure_logging
+from payments.runtime.calls import CallRunner
 from payments.runtime.clients import kafka_clients
 from payments.runtime.errors import TopologyError
 from payments.runtime.health import Health, serve_health
@@ -31,15 +34,26 @@ log = structlog.get_logger(__name__)
 
 
 def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, health: Health) -> Processor[object]:
-    """One processor instance: the Logic from the registry, clients for this instance, config from settings."""
+    """One processor instance: the Logic from the registry, clients for this instance, config from settings,
+    and for a Logic that calls out, a call runner of its own (closed with the processor)."""
     topics = settings.topics
     group = topics.group(spec.name)
     config = settings.processor()
     clients = kafka_clients(settings.bootstrap_servers, group=group,
                             transactional_id=f"{group}-{settings.instance_id}",
                             changelog_topic=topics.changelog(spec.name), config=config)
-    return Processor(spec.build(settings), clients=clients, topics=topics, serde=settings.serde(),
-                     instance_id=settings.instance_id, config=config, watchdog=watchdog, health=health)
+    calls = None
+    if spec.performer is not None:
+        performer, limit = spec.performer(settings)
+        calls = CallRunner(performer, limit=limit, name=spec.name)
+    try:
+        return Processor(spec.build(settings), clients=clients, topics=topics, serde=settings.serde(),
+                         instance_id=settings.instance_id, config=config, watchdog=watchdog, health=health,
+                         calls=calls)
+    except BaseException:
+        if calls is not None:
+            calls.close()
+        raise
 
 
 def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[threading.Event, Watchdog, Health] | int:
@@ -89,3 +103,21 @@ def run_projection(name: str, settings: Settings) -> int:
                                 config=config, watchdog=watchdog, health=health)
 
     return run_until_stopped(build, stop, f"projection-{name}")
+
+
+def run_simulator(name: str, settings: Settings) -> int:
+    """A simulator process (ops.registry.SIMULATORS): serves until SIGTERM; returns its exit code."""
+    assert name in SIMULATORS, name
+    configure_logging(name, settings.log_level)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    health = Health()  # alive while its event loop turns
+    if settings.health_port:
+        serve_health(health, settings.health_port)
+    try:
+        asyncio.run(serve_partner(settings.simulator(), "127.0.0.1", settings.partner_sim_port, stop,
+                                  tick=health.iterated))
+    except OSError as error:  # the port is taken, the data directory unwritable
+        print(f"payments run {name}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.funds.logic import FundsLogic
+from consumers.partner.caller import PartnerCaller
 from consumers.partner.logic import PartnerGatewayLogic
-from consumers.partner.simulator import SimulatedPartner
 from consumers.risk.logic import RiskLogic
 from consumers.settlement.logic import SettlementPublisherLogic
 from intake.gate import GateLogic
@@ -27,6 +27,7 @@ from intake.router import IntakeRouterLogic
 from ops.settings import Settings
 from orchestrator.saga import OrchestratorLogic
 from payments.contracts.topics import DLQ
+from payments.runtime.calls import Performer
 from payments.runtime.logic import Logic
 from payments.runtime.topics import Topics, TopicSpec
 from projections.ledger import LedgerFold, LedgerProjection
@@ -44,6 +45,8 @@ class ServiceSpec:
     logic: type[Logic[Any]]  # the Logic class: its service name, input and output topics (class variables)
     build: Callable[[Settings], Logic[Any]]  # the Logic instance, from the settings
     summary: str
+    # A Logic that calls out (payments.runtime.logic.Calling): who makes its calls, and how many at once.
+    performer: Callable[[Settings], tuple[Performer, int]] | None = None
 
     @property
     def name(self) -> str:
@@ -63,8 +66,9 @@ SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (
                 "risk scoring: rules and a model file (PAYMENTS_RISK_MODEL_FILE)"),
     ServiceSpec(FundsLogic, lambda s: FundsLogic(seed_path=s.funds_seed_file),
                 "balances and holds per account (PAYMENTS_FUNDS_SEED_FILE)"),
-    ServiceSpec(PartnerGatewayLogic, lambda s: PartnerGatewayLogic(SimulatedPartner(s.simulator())),
-                "the partner gateway, against the simulated partner (PAYMENTS_PARTNER_*)"),
+    ServiceSpec(PartnerGatewayLogic, lambda s: PartnerGatewayLogic(),
+                "the partner gateway: HTTP calls to each partner's API, many at once (PAYMENTS_PARTNER_*)",
+                performer=lambda s: (PartnerCaller(s.caller()), s.partner_max_in_flight)),
     ServiceSpec(SettlementPublisherLogic, lambda s: SettlementPublisherLogic(),
                 "publishes one settlement event per settlement and refund for downstream subscribers"),
 )}
@@ -94,6 +98,14 @@ def topology(topics: Topics, partitions: int) -> list[TopicSpec]:
     return specs
 
 
+# Processes that stand in for systems outside ours, for development, tests and the demo (not production).
+SIMULATORS: dict[str, str] = {
+    "partner-sim": "the simulated partner's HTTP API on PAYMENTS_PARTNER_SIM_PORT (PAYMENTS_PARTNER_* behaviour)",
+}
+
+
 def process_args() -> list[list[str]]:
-    """`payments run` arguments of every process of the pipeline: each service, then each projection."""
-    return [[name] for name in SERVICES] + [["projection", name] for name in PROJECTIONS]
+    """`payments run` arguments of every process of the local pipeline: the simulators, each service, then
+    each projection."""
+    return [[name] for name in SIMULATORS] + [[name] for name in SERVICES] + [["projection", name]
+                                                                                for name in PROJECTIONS]

@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.partner.breaker import BreakerConfig
+from consumers.partner.caller import CallerConfig
 from consumers.partner.simulator import SimulatorConfig, parse_latency
 from intake.gate import GateConfig
 from intake.idempotency import IdempotencyConfig
@@ -75,6 +77,11 @@ class Settings(BaseSettings):
     partner_latency_ms: str = "20"  # "median" or "median,p99"
     partner_seed: int = 7
     partner_data_dir: Path | None = None
+    partner_sim_port: Port = 18650  # where `payments run partner-sim` listens: every partner's default endpoint
+    partner_endpoints: str = ""  # "name=https://...,name=..." overrides the simulator for the partners named
+    partner_max_in_flight: Positive = 512  # at least a batch (PAYMENTS_BATCH_MAX) of submissions at once
+    partner_timeout_ms: Positive = 10_000
+    partner_breaker_open_ms: Positive = 2_000
     # -- the local stack ----------------------------------------------------------------------------
     stack_dir: Path | None = None
     kafka_port: Port = 19092
@@ -130,16 +137,33 @@ class Settings(BaseSettings):
         return RunnerConfig(batch_records_max=self.projection_batch_max)
 
     def saga(self) -> SagaConfig:
-        partners = frozenset(name.strip() for name in self.partners.split(",") if name.strip())
-        if not partners:
-            raise ConfigError(f"PAYMENTS_PARTNERS={self.partners!r}: name at least one partner")
-        return SagaConfig(time_scale=self.saga_time_scale, partners=partners)
+        return SagaConfig(time_scale=self.saga_time_scale, partners=self.partner_names())
 
     def idempotency(self) -> IdempotencyConfig:
         return IdempotencyConfig(window=timedelta(seconds=self.idempotency_window_s))
 
     def gate(self) -> GateConfig:
         return GateConfig(claim_retry=timedelta(milliseconds=self.claim_retry_ms))
+
+    def partner_names(self) -> frozenset[str]:
+        names = frozenset(name.strip() for name in self.partners.split(",") if name.strip())
+        if not names:
+            raise ConfigError(f"PAYMENTS_PARTNERS={self.partners!r}: name at least one partner")
+        return names
+
+    def caller(self) -> CallerConfig:
+        """The partner gateway's HTTP calls: an endpoint for every partner in PAYMENTS_PARTNERS."""
+        endpoints = dict.fromkeys(self.partner_names(), f"http://127.0.0.1:{self.partner_sim_port}")
+        for item in filter(None, (part.strip() for part in self.partner_endpoints.split(","))):
+            name, sep, url = item.partition("=")
+            if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
+                raise ConfigError(f"PAYMENTS_PARTNER_ENDPOINTS: {item!r} is not name=http(s)://host[:port]")
+            endpoints[name.strip()] = url.strip()
+        timeout_s = self.partner_timeout_ms / 1000
+        return CallerConfig(endpoints=endpoints, max_in_flight=self.partner_max_in_flight, timeout_s=timeout_s,
+                            connect_timeout_s=min(2.0, timeout_s),
+                            breaker=BreakerConfig(open_s=self.partner_breaker_open_ms / 1000,
+                                                  open_max_s=max(30.0, self.partner_breaker_open_ms / 1000)))
 
     def simulator(self) -> SimulatorConfig:
         try:

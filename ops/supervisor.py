@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +20,16 @@ from pathlib import Path
 
 STOP_TIMEOUT_S = 30
 READY_TIMEOUT_S = 60
-# What a service logs once it owns partitions and has restored its state: from then on it answers.
-READY_EVENTS = ('"event": "partitions_assigned"', '"event": "projection_assigned"')
+# What a service logs once it owns partitions and has restored its state (a simulator: once it listens).
+READY_EVENTS = ('"event": "partitions_assigned"', '"event": "projection_assigned"',
+                '"event": "partner_sim_listening"')
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a process's health or API port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class ServiceProcess:

@@ -83,7 +83,8 @@ class OrchestratorLogic(JsonState[SagaState]):
 
     def decide(self, state: SagaState | None, incoming: Incoming, now: datetime) -> Decision[SagaState]:
         message = incoming.message
-        draft = Draft(payment_id=message.payment_id, state=state, now=now, causation_id=incoming.envelope.id)
+        draft = Draft(payment_id=message.payment_id, state=state, now=now, causation_id=incoming.envelope.id,
+                      time_scale=self.config.time_scale)
         _route(draft, message, self.config)
         return draft.decision()
 
@@ -91,7 +92,8 @@ class OrchestratorLogic(JsonState[SagaState]):
         deadline = self.next_deadline(state)
         if deadline is None or deadline > now:
             return Decision(state)
-        draft = Draft(payment_id=key, state=state, now=now, causation_id=timers.timer_id(state))
+        draft = Draft(payment_id=key, state=state, now=now, causation_id=timers.timer_id(state),
+                      time_scale=self.config.time_scale)
         timers.fire(draft)
         return draft.decision()
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from orchestrator.ids import event_id
+from orchestrator.policy import window
 from orchestrator.state import SagaState, SagaStateError, apply, command_id, hold_id, submission_id
 from payments.contracts.base import ParticipantCommand, SagaEvent
 from payments.contracts.events import FundsReleased, ParticipantCommandIssued, PaymentCancelled, PaymentFailed
@@ -37,6 +38,7 @@ class Draft:
     state: SagaState | None
     now: datetime
     causation_id: str
+    time_scale: float = 1.0  # SagaConfig.time_scale: the partner commands' expires_at is the window's end
     outgoing: list[Outgoing] = field(default_factory=list)
 
     @property
@@ -80,13 +82,21 @@ class Draft:
             case "FUNDS_RELEASE":
                 self.send(FUNDS_COMMANDS, terms.payer_account, ReleaseFunds(
                     **common, account=terms.payer_account, hold_id=hold_id(self.payment_id)))
-            case "PARTNER_SUBMIT":
+            case "PARTNER_SUBMIT":  # never sent after the saga's window: by then it asks instead
                 self.send(PARTNER_COMMANDS, self.payment_id, SubmitToPartner(
                     **common, partner=terms.partner, submission_id=submission_id(self.payment_id),
-                    amount=terms.amount, payer_account=terms.payer_account, payee_account=terms.payee_account))
+                    amount=terms.amount, payer_account=terms.payer_account, payee_account=terms.payee_account,
+                    expires_at=self._window_end()))
             case "PARTNER_QUERY":
                 self.send(PARTNER_COMMANDS, self.payment_id, QueryPartnerPayment(
-                    **common, partner=terms.partner, submission_id=submission_id(self.payment_id)))
+                    **common, partner=terms.partner, submission_id=submission_id(self.payment_id),
+                    expires_at=self._window_end()))
+
+    def _window_end(self) -> datetime:
+        """When the awaited attempt's reply window ends (the saga's timer for it fires)."""
+        awaiting = self.current.awaiting
+        assert awaiting is not None
+        return awaiting.since + window(self.payment_id, awaiting.step, awaiting.attempt, self.time_scale)
 
     def decision(self) -> Decision[SagaState]:
         return Decision(self.state, tuple(self.outgoing))

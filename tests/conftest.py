@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,13 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ops.supervisor import free_port
 from payments.runtime.topics import Topics
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _docker_answers() -> bool:
@@ -60,7 +54,7 @@ def kafka_bootstrap(stack_dir: Path) -> Iterator[str]:
     else:
         from ops.stack import KafkaNode
 
-        node = KafkaNode(stack_dir / "kafka", port=_free_port(), controller_port=_free_port())
+        node = KafkaNode(stack_dir / "kafka", port=free_port(), controller_port=free_port())
         node.start()
         try:
             yield node.bootstrap_servers
@@ -81,7 +75,7 @@ def postgres_server_url(stack_dir: Path) -> Iterator[str]:
     else:
         from ops.stack import PostgresNode
 
-        node = PostgresNode(stack_dir / "postgres", port=_free_port())
+        node = PostgresNode(stack_dir / "postgres", port=free_port())
         node.start()
         try:
             yield node.url

@@ -13,7 +13,7 @@ from typing import TypeVar
 from confluent_kafka import Producer
 
 from ops.registry import topology
-from ops.supervisor import ServiceProcess
+from ops.supervisor import ServiceProcess, free_port
 from payments.contracts.codec import Serde, SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.errors import ContractError
@@ -112,6 +112,11 @@ def decode_all(records: list[Record], codec: Serde | None = None, *, skip_undeco
             if not skip_undecodable:
                 raise
     return messages
+
+
+def partner_env(log_dir: Path) -> dict[str, str]:
+    """A simulated partner of the test's own: its port and data directory (start `partner-sim` with it)."""
+    return {"PAYMENTS_PARTNER_SIM_PORT": str(free_port()), "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
 
 
 def service(args: list[str], *, bootstrap: str, database_url: str, topics: Topics, log_dir: Path,

@@ -1,35 +1,33 @@
 """Partner gateway participant: SubmitToPartner / QueryPartnerPayment -> the partner's answer.
 
-This is the ONE participant whose `decide` performs I/O: it calls the partner. That call is the
-effect the service exists for, and no transaction can include it, so exactly-once is achieved
-differently from the other participants:
-  * the partner is idempotent by `submission_id` (the saga derives it per payment and attempt): if
-    the Kafka transaction that carried the reply aborts and the command is processed again, the
-    partner returns its recorded outcome instead of paying twice;
-  * an unknown outcome (ERROR/TIMEOUT) is resolved by the saga with QueryPartnerPayment before it
-    ever submits again.
-`decide` is still deterministic given the partner's answers, and the processor may call it again
-for the same command after an abort, which is exactly the case the partner's idempotency covers.
+The call to the partner is the effect this service exists for, and no Kafka transaction can include
+it. So `decide` does not call: it records the call in the payment's state (committed, with the
+command's offset), the loop makes the call after that commit (payments.runtime.calls, many at once),
+and `complete` turns the answer into the reply in a later transaction. No transaction waits on the
+network, and a command is never called for twice by one owner.
 
-State per payment: the answers given, by command id, so a redelivered command gets its first reply
-back (same reply_id and content) without calling the partner again.
+Exactly-once toward the partner rests on two rules:
+  * the partner is idempotent by `submission_id` (sent as its Idempotency-Key): a resubmission returns
+    its recorded outcome, money never moves twice;
+  * a call recorded but not answered when its owner died may have reached the partner: the new owner
+    asks the partner before it submits (`recovered`, see consumers.partner.caller), and the saga
+    resolves an unknown outcome (ERROR) with QueryPartnerPayment before it ever submits again.
+
+Each command carries `expires_at`, the end of the saga's window for it: the gateway never starts a
+submission after it (the saga has moved on to asking), and answers ERROR / PARTNER_UNAVAILABLE instead.
+
+State per payment: the calls out (by command id) and the answers given, so a redelivered command gets
+its first reply back (same reply_id and content) without calling the partner again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import ClassVar, Literal
+from datetime import datetime, timedelta
+from typing import ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from consumers.ids import reply_id
-from consumers.partner.client import (
-    PARTNER_UNAVAILABLE,
-    PartnerClient,
-    PartnerUnavailableError,
-    QueryOutcome,
-    SubmissionOutcome,
-)
 from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
@@ -39,10 +37,17 @@ from payments.contracts.participants import (
     SubmitToPartner,
 )
 from payments.contracts.topics import PARTNER_COMMANDS, PARTNER_REPLIES
-from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
+from payments.money import Money
+from payments.runtime.logic import Call, Completion, Decision, Incoming, JsonState, NoTimers, Outgoing
 
-SERVICE = "partner"
-ANSWERS_MAX = 64  # per payment: a few submissions and queries at most
+SERVICE: Final = "partner"
+ANSWERS_MAX: Final = 64  # per payment: a few submissions and queries at most
+# A command without expires_at (SubmitToPartner / QueryPartnerPayment v1) may be sent this long after issue.
+DEFAULT_CALL_WINDOW: Final = timedelta(seconds=60)
+# Reason codes of the gateway's own ERROR answers (the partner's codes are passed through verbatim).
+TIMEOUT: Final = "TIMEOUT"  # the submission may have reached the partner; its outcome is unknown
+PARTNER_UNAVAILABLE: Final = "PARTNER_UNAVAILABLE"  # not sent: the partner could not be reached before expires_at
+PARTNER_NOT_CONFIGURED: Final = "PARTNER_NOT_CONFIGURED"  # the gateway has no endpoint for this partner
 
 
 class PartnerAnswer(BaseModel):
@@ -55,14 +60,41 @@ class PartnerAnswer(BaseModel):
     reason_code: str | None = None
 
 
+class PendingCall(BaseModel):
+    """A call recorded before it goes out: everything needed to make it, or to recover it after a crash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["submit", "query"]
+    command_id: str
+    submission_id: str
+    partner: str
+    expires_at: datetime
+    amount: Money | None = None
+    payer_account: str | None = None
+    payee_account: str | None = None
+
+    def unanswered(self, reason_code: str) -> PartnerAnswer:
+        """The answer when nothing was learnt: ERROR for a submission, PENDING for a query."""
+        if self.kind == "submit":
+            return PartnerAnswer(kind="submit", submission_id=self.submission_id, code="ERROR",
+                                 reason_code=reason_code)
+        return PartnerAnswer(kind="query", submission_id=self.submission_id, code="PENDING")
+
+
 class PartnerState(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    pending: dict[str, PendingCall] = {}
     answers: dict[str, PartnerAnswer] = {}
+
+    def calling(self, call: PendingCall) -> PartnerState:
+        return PartnerState(pending={**self.pending, call.command_id: call}, answers=self.answers)
 
     def answered(self, command_id: str, answer: PartnerAnswer) -> PartnerState:
         kept = list(self.answers.items())[-(ANSWERS_MAX - 1):]
-        return PartnerState(answers={**dict(kept), command_id: answer})
+        pending = {cid: call for cid, call in self.pending.items() if cid != command_id}
+        return PartnerState(pending=pending, answers={**dict(kept), command_id: answer})
 
 
 def reply_of(payment_id: str, command_id: str, answer: PartnerAnswer) -> PartnerSubmissionResult | PartnerQueryResult:
@@ -74,16 +106,23 @@ def reply_of(payment_id: str, command_id: str, answer: PartnerAnswer) -> Partner
     return PartnerQueryResult.model_validate({**common, "status": answer.code})
 
 
+def pending_call(command: SubmitToPartner | QueryPartnerPayment) -> PendingCall:
+    expires_at = command.expires_at or command.issued_at + DEFAULT_CALL_WINDOW
+    if isinstance(command, SubmitToPartner):
+        return PendingCall(kind="submit", command_id=command.command_id, submission_id=command.submission_id,
+                           partner=command.partner, expires_at=expires_at, amount=command.amount,
+                           payer_account=command.payer_account, payee_account=command.payee_account)
+    return PendingCall(kind="query", command_id=command.command_id, submission_id=command.submission_id,
+                       partner=command.partner, expires_at=expires_at)
+
+
 class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
-    """The `Logic` of the partner service; `client` is the partner adapter (the simulator by default)."""
+    """The `Logic` (and `Calling`) of the partner service; its calls are made by consumers.partner.caller."""
 
     state_model = PartnerState
     service: ClassVar[str] = SERVICE
     input_topics: ClassVar[tuple[str, ...]] = (PARTNER_COMMANDS,)
     output_topics: ClassVar[tuple[str, ...]] = (PARTNER_REPLIES,)
-
-    def __init__(self, client: PartnerClient) -> None:
-        self.client = client
 
     def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
@@ -94,25 +133,29 @@ class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
             return Decision(state)
         current = state or PartnerState()
         answer = current.answers.get(command.command_id)
-        if answer is None:
-            answer = self._submit(command) if isinstance(command, SubmitToPartner) else self._query(command)
-            current = current.answered(command.command_id, answer)
-        reply = reply_of(command.payment_id, command.command_id, answer)
-        return Decision(current, (Outgoing(PARTNER_REPLIES, command.payment_id, reply),))
+        if answer is not None:  # a redelivered command: the same reply again
+            return Decision(current, (Outgoing(PARTNER_REPLIES, command.payment_id,
+                                               reply_of(command.payment_id, command.command_id, answer)),))
+        if command.command_id in current.pending:  # the call is out: its answer comes through complete()
+            return Decision(current)
+        call = pending_call(command)
+        if now >= call.expires_at:  # the saga stopped waiting for it: never send it now
+            return self._answer(current, command.payment_id, command.command_id,
+                                call.unanswered(PARTNER_UNAVAILABLE))
+        return Decision(current.calling(call))
 
-    def _submit(self, command: SubmitToPartner) -> PartnerAnswer:
-        try:
-            outcome = self.client.submit(command.submission_id, command.amount, command.payer_account,
-                                         command.payee_account)
-        except PartnerUnavailableError:
-            outcome = SubmissionOutcome("ERROR", reason_code=PARTNER_UNAVAILABLE)
-        return PartnerAnswer(kind="submit", submission_id=command.submission_id, code=outcome.outcome,
-                             partner_reference=outcome.partner_reference, reason_code=outcome.reason_code)
+    # -- Calling --------------------------------------------------------------------------------
 
-    def _query(self, command: QueryPartnerPayment) -> PartnerAnswer:
-        try:
-            outcome = self.client.query(command.submission_id)
-        except PartnerUnavailableError:
-            outcome = QueryOutcome("PENDING")  # nothing learnt: the saga asks again later
-        return PartnerAnswer(kind="query", submission_id=command.submission_id, code=outcome.status,
-                             partner_reference=outcome.partner_reference)
+    def calls(self, state: PartnerState) -> tuple[Call, ...]:
+        return tuple(Call(command_id, call) for command_id, call in state.pending.items())
+
+    def complete(self, state: PartnerState, completion: Completion, now: datetime) -> Decision[PartnerState]:
+        answer = completion.result
+        assert isinstance(answer, PartnerAnswer), f"a partner call returned {type(answer).__name__}"
+        return self._answer(state, completion.key, completion.call_id, answer)
+
+    @staticmethod
+    def _answer(state: PartnerState, payment_id: str, command_id: str,
+                answer: PartnerAnswer) -> Decision[PartnerState]:
+        reply = reply_of(payment_id, command_id, answer)
+        return Decision(state.answered(command_id, answer), (Outgoing(PARTNER_REPLIES, payment_id, reply),))

@@ -1,39 +1,43 @@
-"""A simulated payment partner: latency, declines, errors and lost answers, reproducible from a seed.
+"""The simulated partner's book: what it decides for each submission, reproducible from a seed, and durable.
 
-Behaviour per submission id (first submission decides; the draw is seeded by (seed, submission id,
+No network here: `consumers.partner.sim_server` serves this book over HTTP (`payments run partner-sim`),
+and the gateway reaches it only through that API, as it would a bank's.
+
+Behaviour per submission id (the first submission decides; the draw is seeded by (seed, submission id,
 attempt), so a run is reproducible regardless of arrival order or restarts):
   * DECLINED (decline_rate): recorded; the reason code is INSUFFICIENT_FUNDS_AT_PARTNER.
-  * ERROR (error_rate): a partner-side failure before anything happened; NOT recorded as a payment,
-    a later submission of the same id is a fresh attempt, a query returns NOT_FOUND.
-  * timeout (timeout_rate): the partner ACCEPTED and recorded it, but the answer is lost: the caller
-    gets ERROR/TIMEOUT. A query (or a resubmission) then returns ACCEPTED with the same reference.
+  * ERROR (error_rate): a partner-side failure before anything happened (HTTP 500); NOT recorded, a later
+    submission of the same id is a fresh attempt, a query says NOT_FOUND.
+  * lost answer (timeout_rate): the partner ACCEPTED and recorded it, but the connection drops before
+    the answer is sent. A query (or a resubmission) then returns ACCEPTED with the same reference.
   * ACCEPTED otherwise.
-Resubmitting a recorded id returns the partner's recorded outcome and never creates a second payment.
+Resubmitting a recorded id returns the recorded outcome and never creates a second transfer (a
+*replay*); the same id with another amount or other parties is refused (IDEMPOTENCY_KEY_REUSED).
 
-Durability: every recorded decision is appended to `<data_dir>/submissions.jsonl` and fsynced before
-`submit` returns, and the file is read back at start. Each day's settlement report (CSV) is written to
-`<data_dir>/reports/settlement-YYYY-MM-DD.csv` when the first submission of a later day arrives, and
-on demand with `write_settlement_report`.
+Durability: every decision is a journal entry (`<data_dir>/submissions.jsonl`), written and fsynced
+before the answer is sent (the server commits them in groups), and read back at start. Each day's
+settlement report (CSV) is written to `<data_dir>/reports/settlement-YYYY-MM-DD.csv` when the first
+submission of a later day arrives, and served on demand.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
 import random
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from consumers.partner.client import TIMEOUT, PartnerError, QueryOutcome, SubmissionOutcome
-from payments.money import Money
+from consumers.partner.client import PartnerError
 
 DEFAULT_DATA_DIR: Final = ".stack/partner"
 DEFAULT_LATENCY_P99_FACTOR: Final = 5.0  # p99 = 5 x median when only the median is given
@@ -80,7 +84,9 @@ def parse_latency(text: str) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class _Recorded:
+class Transfer:
+    """A submission the partner recorded: it moved (ACCEPTED) or refused (DECLINED) the money."""
+
     submission_id: str
     status: Literal["ACCEPTED", "DECLINED"]
     partner_reference: str | None
@@ -88,6 +94,27 @@ class _Recorded:
     amount_minor: int
     currency: str
     day: str  # ISO date of the partner's booking day (UTC)
+    payer: str = ""
+    payee: str = ""
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    submission_id: str
+    amount_minor: int
+    currency: str
+    payer: str
+    payee: str
+
+
+@dataclass(frozen=True)
+class SubmitDecision:
+    """What the partner did with one POST."""
+
+    kind: Literal["recorded", "replayed", "error", "conflict"]
+    transfer: Transfer | None = None
+    lost_answer: bool = False  # recorded, but the answer never leaves the partner (the connection drops)
+    journal: tuple[dict[str, Any], ...] = ()  # entries to make durable before answering
 
 
 SCENARIO_PREFIXES: Final = {"acc-sim-decline": "decline", "acc-sim-timeout": "timeout"}
@@ -95,7 +122,7 @@ SCENARIO_PREFIXES: Final = {"acc-sim-decline": "decline", "acc-sim-timeout": "ti
 
 def scenario_of(payee: str) -> str | None:
     """A forced outcome for demo and test payees: `acc-sim-decline*` is always declined,
-    `acc-sim-timeout*` is accepted but the gateway hears a timeout (a later query says ACCEPTED)."""
+    `acc-sim-timeout*` is accepted but its answer is lost (a later query says ACCEPTED)."""
     for prefix, scenario in SCENARIO_PREFIXES.items():
         if payee.startswith(prefix):
             return scenario
@@ -106,133 +133,193 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SimulatedPartner:
-    """A `PartnerClient` that simulates a partner; thread-safe, durable in a JSON-lines file."""
+class PartnerBook:
+    """The partner's state: transfers by submission id, and what was asked how often. Thread-safe.
 
-    def __init__(self, config: SimulatorConfig | None = None, *, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+    `submit` decides and returns the journal entries to persist; `apply` replays them at start.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.config = config or SimulatorConfig()
-        self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: dict[str, _Recorded] = {}
+        self._transfers: dict[str, Transfer] = {}
         self._errors: dict[str, int] = {}  # ERROR attempts per id: the next attempt draws afresh
+        self.posts: Counter[str] = Counter()  # POSTs that reached the book, per submission id
+        self.replays: Counter[str] = Counter()  # of which answered from an earlier record
+        self.queries: Counter[str] = Counter()  # GETs per submission id (not durable: since start)
         self._sigma = (math.log(self.config.latency_p99_ms / self.config.latency_median_ms) / Z_99
                        if self.config.latency_median_ms > 0 else 0.0)
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log_path = self.config.data_dir / LOG_FILE
-        self._load()
-        self._last_day = max((record.day for record in self._records.values()), default=None)
+        self._query_rng = random.Random(f"{self.config.seed}:queries")
+        self._last_day: str | None = None
 
-    # -- PartnerClient -------------------------------------------------------------------------
+    # -- the partner's decisions ----------------------------------------------------------------
 
-    def submit(self, submission_id: str, amount: Money, payer: str, payee: str) -> SubmissionOutcome:
-        attempt = self._errors.get(submission_id, 0)
-        rng = random.Random(f"{self.config.seed}:{submission_id}:{attempt}")
-        self._sleep(self._latency_ms(rng) / 1000)
+    def latency_s(self, submission_id: str | None = None) -> float:
+        """How long this call takes at the partner: seeded per submission attempt for a POST."""
+        if self.config.latency_median_ms <= 0:
+            return 0.0
+        if submission_id is None:
+            rng = self._query_rng
+        else:
+            rng = random.Random(f"{self.config.seed}:{submission_id}:{self._errors.get(submission_id, 0)}:latency")
+        sample = self.config.latency_median_ms * math.exp(self._sigma * rng.gauss(0.0, 1.0))
+        return min(sample, LATENCY_MS_MAX) / 1000
+
+    def submit(self, request: TransferRequest) -> SubmitDecision:
         with self._lock:
-            recorded = self._records.get(submission_id)
+            sid = request.submission_id
+            recorded = self._transfers.get(sid)
+            if recorded is not None and (recorded.amount_minor, recorded.currency, recorded.payer,
+                                         recorded.payee) != (request.amount_minor, request.currency,
+                                                             request.payer, request.payee):
+                return SubmitDecision("conflict", recorded)
+            self.posts[sid] += 1
             if recorded is not None:
-                return SubmissionOutcome(recorded.status, recorded.partner_reference, recorded.reason_code)
-            draw = rng.random()
-            scenario = scenario_of(payee)
-            declined = scenario == "decline" or (scenario is None and draw < self.config.decline_rate)
-            errored = scenario is None and not declined and draw < self.config.decline_rate + self.config.error_rate
-            timed_out = scenario == "timeout" or (
+                self.replays[sid] += 1
+                return SubmitDecision("replayed", recorded, journal=({"kind": "replay", "submission_id": sid},))
+            attempt = self._errors.get(sid, 0)
+            draw = random.Random(f"{self.config.seed}:{sid}:{attempt}").random()
+            scenario = scenario_of(request.payee)
+            rates = self.config
+            declined = scenario == "decline" or (scenario is None and draw < rates.decline_rate)
+            errored = scenario is None and not declined and draw < rates.decline_rate + rates.error_rate
+            lost = scenario == "timeout" or (
                 scenario is None and not declined and not errored
-                and draw < self.config.decline_rate + self.config.error_rate + self.config.timeout_rate)
+                and draw < rates.decline_rate + rates.error_rate + rates.timeout_rate)
             if errored:
-                self._errors[submission_id] = attempt + 1
-                self._append({"kind": "error", "submission_id": submission_id, "attempt": attempt})
-                return SubmissionOutcome("ERROR", reason_code=ERROR_CODE)
+                self._errors[sid] = attempt + 1
+                return SubmitDecision("error", journal=({"kind": "error", "submission_id": sid, "attempt": attempt},))
             today = self._clock().astimezone(UTC).date().isoformat()
             self._roll_reports(today)
-            recorded = _Recorded(
-                submission_id=submission_id, status="DECLINED" if declined else "ACCEPTED",
-                partner_reference=None if declined else self._reference(submission_id),
-                reason_code=DECLINE_CODE if declined else None, amount_minor=amount.amount_minor,
-                currency=amount.currency, day=today)
-            self._append({"kind": "recorded", **recorded.__dict__, "payer": payer, "payee": payee})
-            self._records[submission_id] = recorded
-            if timed_out:
-                return SubmissionOutcome("ERROR", reason_code=TIMEOUT)
-            return SubmissionOutcome(recorded.status, recorded.partner_reference, recorded.reason_code)
+            transfer = Transfer(
+                submission_id=sid, status="DECLINED" if declined else "ACCEPTED",
+                partner_reference=None if declined else self._reference(sid),
+                reason_code=DECLINE_CODE if declined else None, amount_minor=request.amount_minor,
+                currency=request.currency, day=today, payer=request.payer, payee=request.payee)
+            self._transfers[sid] = transfer
+            return SubmitDecision("recorded", transfer, lost_answer=lost,
+                                  journal=({"kind": "recorded", **asdict(transfer)},))
 
-    def query(self, submission_id: str) -> QueryOutcome:
+    def query(self, submission_id: str) -> Transfer | None:
         with self._lock:
-            recorded = self._records.get(submission_id)
-        if recorded is None:
-            return QueryOutcome("NOT_FOUND")
-        return QueryOutcome(recorded.status, recorded.partner_reference)
+            self.queries[submission_id] += 1
+            return self._transfers.get(submission_id)
 
-    # -- reconciliation ------------------------------------------------------------------------
+    # -- durability -----------------------------------------------------------------------------
 
-    def write_settlement_report(self, day: date, path: Path) -> int:
-        """Write the CSV of `day`'s recorded submissions (ACCEPTED and DECLINED); returns the row count.
+    def apply(self, entry: dict[str, Any]) -> None:
+        """Replay one journal entry (at start)."""
+        sid = entry["submission_id"]
+        if entry["kind"] == "error":
+            self._errors[sid] = entry["attempt"] + 1
+            self.posts[sid] += 1
+        elif entry["kind"] == "replay":
+            self.posts[sid] += 1
+            self.replays[sid] += 1
+        else:
+            fields = {key: entry[key] for key in Transfer.__dataclass_fields__ if key in entry}
+            self._transfers[sid] = Transfer(**fields)
+            self.posts[sid] += 1
+            self._last_day = max(self._last_day or "", self._transfers[sid].day)
 
-        Written to a temporary file and renamed, so a reader never sees half a report.
-        """
+    # -- reconciliation and inspection ------------------------------------------------------------
+
+    def report_csv(self, day: date) -> tuple[str, int]:
+        """`day`'s settlement report (every recorded submission, ACCEPTED and DECLINED) and its row count."""
         with self._lock:
             rows = self._rows_of(day)
-        return self._write_rows(rows, path)
+        return _csv_of(rows), len(rows)
+
+    def write_settlement_report(self, day: date, path: Path) -> int:
+        """Write `day`'s report to `path` (a temporary file renamed: a reader never sees half); the row count."""
+        text, count = self.report_csv(day)
+        _write_atomically(path, text)
+        return count
 
     def report_path(self, day: date) -> Path:
         return self.config.data_dir / "reports" / f"settlement-{day.isoformat()}.csv"
 
+    def transfers(self) -> list[Transfer]:
+        with self._lock:
+            return list(self._transfers.values())
+
+    def submissions(self) -> dict[str, dict[str, Any]]:
+        """Per submission id: its status (if recorded), POSTs, replays and queries seen."""
+        with self._lock:
+            ids = set(self.posts) | set(self._transfers) | set(self.queries)
+            return {sid: {"status": t.status if (t := self._transfers.get(sid)) else None,
+                          "posts": self.posts[sid], "replays": self.replays[sid], "queries": self.queries[sid]}
+                    for sid in sorted(ids)}
+
     # -- internals -----------------------------------------------------------------------------
 
-    def _rows_of(self, day: date) -> list[_Recorded]:
-        return [record for record in self._records.values() if record.day == day.isoformat()]
-
-    @staticmethod
-    def _write_rows(rows: list[_Recorded], path: Path) -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        with temporary.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(REPORT_COLUMNS)
-            for record in rows:
-                writer.writerow((record.day, record.submission_id, record.partner_reference or "",
-                                 record.amount_minor, record.currency, record.status))
-        temporary.replace(path)
-        return len(rows)
-
-    def _latency_ms(self, rng: random.Random) -> float:
-        if self.config.latency_median_ms <= 0:
-            return 0.0
-        sample = self.config.latency_median_ms * math.exp(self._sigma * rng.gauss(0.0, 1.0))
-        return min(sample, LATENCY_MS_MAX)
+    def _rows_of(self, day: date) -> list[Transfer]:
+        return [t for t in self._transfers.values() if t.day == day.isoformat()]
 
     def _reference(self, submission_id: str) -> str:
         digest = hashlib.sha256(f"{self.config.seed}:{submission_id}".encode()).hexdigest()
         return f"SIM-{digest[:16].upper()}"
 
     def _roll_reports(self, today: str) -> None:
-        """On the first submission of a new day, write the previous day's final report."""
+        """On the first submission of a new day, write the previous day's final report (caller holds the lock)."""
         if self._last_day is not None and self._last_day < today:
             previous = date.fromisoformat(self._last_day)
-            self._write_rows(self._rows_of(previous), self.report_path(previous))  # caller holds the lock
+            _write_atomically(self.report_path(previous), _csv_of(self._rows_of(previous)))
         self._last_day = today
 
-    def _append(self, entry: dict[str, object]) -> None:
-        with self._log_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
-    def _load(self) -> None:
-        if not self._log_path.exists():
-            return
-        with self._log_path.open(encoding="utf-8") as handle:
+class Journal:
+    """The book's durable log: JSON lines, appended and fsynced in groups. Not thread-safe: one writer."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LOG_FILE
+        self._file: io.TextIOWrapper | None = None
+
+    def load_into(self, book: PartnerBook) -> int:
+        """Replay every complete entry into `book`; returns how many. A torn last line (a crash
+        mid-append) is skipped: the answer it belonged to was never sent."""
+        if not self.path.exists():
+            return 0
+        count = 0
+        with self.path.open(encoding="utf-8") as handle:
             for line in handle:
                 if not line.strip():
                     continue
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a torn last line from a crash mid-append: that submit never returned
-                if entry["kind"] == "error":
-                    self._errors[entry["submission_id"]] = entry["attempt"] + 1
-                else:
-                    self._records[entry["submission_id"]] = _Recorded(**{
-                        key: entry[key] for key in _Recorded.__dataclass_fields__})
+                    continue
+                book.apply(entry)
+                count += 1
+        return count
+
+    def append(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Write the entries and fsync once: when this returns they survive a crash."""
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write("".join(json.dumps(entry, sort_keys=True) + "\n" for entry in entries))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _csv_of(rows: list[Transfer]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    for t in rows:
+        writer.writerow((t.day, t.submission_id, t.partner_reference or "", t.amount_minor, t.currency, t.status))
+    return out.getvalue()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)

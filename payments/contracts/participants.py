@@ -23,7 +23,7 @@ from payments.contracts.topics import (
     RISK_COMMANDS,
     RISK_REPLIES,
 )
-from payments.contracts.types import Str
+from payments.contracts.types import Str, UtcMillis
 from payments.money import Money
 
 
@@ -106,6 +106,7 @@ class SubmitToPartner(ParticipantCommand):
     amount: Money
     payer_account: Str
     payee_account: Str
+    expires_at: UtcMillis | None = None  # since v2: never sent to the partner after this
 
 
 class PartnerSubmissionResult(ParticipantReply):
@@ -124,6 +125,7 @@ class QueryPartnerPayment(ParticipantCommand):
 
     partner: Str
     submission_id: Str
+    expires_at: UtcMillis | None = None  # since v2: the answer is no longer awaited after this
 
 
 class PartnerQueryResult(ParticipantReply):

@@ -15,7 +15,7 @@ from ops.supervisor import ServiceProcess, start_all
 from payments.contracts.messages import Message
 from payments.runtime.topics import Topics
 from projections.migrate import migrate
-from tests.support import decode_all, produce, read_all, service, setup_topics, wait_for
+from tests.support import decode_all, partner_env, produce, read_all, service, setup_topics, wait_for
 
 FAST_ENV = {
     "PAYMENTS_SAGA_TIME_SCALE": "0.05",
@@ -67,7 +67,7 @@ def start_pipeline(kafka_bootstrap: str, database_url: str, processes: list[list
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="pipeline-"))
-    env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), **overrides}
+    env = {**FAST_ENV, **partner_env(log_dir), **overrides}
     services = start_all([service(args, bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
                                   log_dir=log_dir, extra_env=env) for args in processes])
     yield Pipeline(kafka_bootstrap, topics, services, database_url)

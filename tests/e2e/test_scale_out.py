@@ -22,6 +22,7 @@ from tests.support import (
     PARTITIONS,
     decode_all,
     make_initiate,
+    partner_env,
     produce,
     read_all,
     service,
@@ -55,13 +56,14 @@ def test_killing_one_of_two_orchestrators_loses_and_duplicates_nothing(
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="scale-out-"))
-    env = {**ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
+    env = {**ENV, **partner_env(log_dir)}
 
     def make(name: str, instance: str = "0") -> ServiceProcess:
         return service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,
                        log_dir=log_dir, instance_id=instance, extra_env=env)
 
-    participants = start_all([make(name) for name in (*COMMAND_PATH[:-1], "risk", "funds", "partner", "settlement")])
+    participants = start_all([make(name) for name in ("partner-sim", *COMMAND_PATH[:-1], "risk", "funds", "partner",
+                                                            "settlement")])
     first, second = start_all([make("orchestrator", "a"), make("orchestrator", "b")])
     commands = [make_initiate(amount_minor=100 + i, payer_account=PAYERS[i % len(PAYERS)], payee_account="acc-bob")
                 for i in range(PAYMENTS)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -33,7 +32,7 @@ import pytest
 
 from ops.registry import process_args
 from ops.stack import KafkaNode, PostgresNode
-from ops.supervisor import ServiceProcess, Supervisor
+from ops.supervisor import ServiceProcess, Supervisor, free_port
 from payments.contracts.messages import (
     InitiatePayment,
     PaymentCancelled,
@@ -46,7 +45,7 @@ from payments.contracts.messages import (
 from payments.runtime.service import EXIT_REBUILDS_EXHAUSTED, EXIT_WATCHDOG
 from payments.runtime.topics import Topics
 from tests.e2e.pipeline import FAST_ENV, fresh_database
-from tests.support import decode_all, make_initiate, produce, read_all, setup_topics, wait_for
+from tests.support import decode_all, make_initiate, partner_env, produce, read_all, setup_topics, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -57,11 +56,6 @@ PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-j
 # Documented exits a supervisor may see during a fault (docs/operations.md): never a crash (1).
 EXPECTED_EXITS = {EXIT_WATCHDOG, EXIT_REBUILDS_EXHAUSTED}
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -80,8 +74,8 @@ class System:
 @pytest.fixture(scope="module")
 def system() -> Iterator[System]:
     home = Path(tempfile.mkdtemp(prefix="payments-faults-"))
-    kafka = KafkaNode(home / "kafka", port=_free_port(), controller_port=_free_port())
-    postgres = PostgresNode(home / "postgres", port=_free_port())
+    kafka = KafkaNode(home / "kafka", port=free_port(), controller_port=free_port())
+    postgres = PostgresNode(home / "postgres", port=free_port())
     kafka.start()
     postgres.start()
     try:
@@ -90,8 +84,8 @@ def system() -> Iterator[System]:
             setup_topics(kafka.bootstrap_servers, topics)
             env = {**FAST_ENV, "PAYMENTS_SAGA_TIME_SCALE": "0.1", "PAYMENTS_PARTNER_DECLINE_RATE": "0.1",
                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DATABASE_URL": database_url,
-                   "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(home / "partner")}
-            services = [ServiceProcess(args, log_dir=home / "logs", env=env, health_port=_free_port())
+                   "PAYMENTS_TOPIC_PREFIX": topics.prefix, **partner_env(home)}
+            services = [ServiceProcess(args, log_dir=home / "logs", env=env, health_port=free_port())
                         for args in process_args()]
             supervisor = Supervisor(services).start()
             try:

@@ -48,6 +48,7 @@ from tests.support import (
     PARTITIONS,
     decode_all,
     make_initiate,
+    partner_env,
     produce,
     read_all,
     serde,
@@ -68,7 +69,7 @@ from tests.unit.saga.harness import (
 pytestmark = pytest.mark.integration
 
 TERMINAL = (PaymentSettled, PaymentFailed, PaymentCancelled)
-SERVICES = [*COMMAND_PATH, "risk", "funds", "partner", "settlement"]
+SERVICES = ["partner-sim", *COMMAND_PATH, "risk", "funds", "partner", "settlement"]
 
 
 def _payments(count: int) -> list[InitiatePayment]:
@@ -124,7 +125,7 @@ def test_orchestrator_states_rebuilt_from_events_equal_the_lost_changelog_and_th
         kafka_bootstrap: str, postgres_server_url: str, topics: Topics) -> None:
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="orchestrator-replay-"))
-    env = {**FAST_ENV, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
+    env = {**FAST_ENV, **partner_env(log_dir)}
 
     def start(names: list[str]) -> list[ServiceProcess]:
         return start_all([service([name], bootstrap=kafka_bootstrap, database_url=postgres_server_url, topics=topics,

@@ -1,97 +1,144 @@
-"""The simulated partner: seeded outcomes, durability across restarts, settlement reports, forced
-outcomes by payee. Integration, not unit: every recorded decision is fsynced to its data directory."""
+"""The simulated partner and the gateway's HTTP caller, over real HTTP on this machine.
+
+The book: seeded outcomes, replays and conflicts, durability across restarts, settlement reports,
+forced outcomes by payee. The API: status codes, lost answers, injected faults. The caller: recovery by
+asking first, Retry-After, timeouts that never turn into a blind resubmission, the circuit breaker,
+expiry while the partner is down.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import csv
-import uuid
-from datetime import UTC, date, datetime
+import io
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from consumers.partner.client import QueryOutcome, SubmissionOutcome
-from consumers.partner.logic import PartnerGatewayLogic
-from consumers.partner.simulator import SimulatedPartner, SimulatorConfig
-from payments.contracts.participants import PartnerSubmissionResult, SubmitToPartner
-from payments.contracts.topics import PARTNER_COMMANDS
+from consumers.partner.breaker import BreakerConfig
+from consumers.partner.caller import CallerConfig, PartnerCaller
+from consumers.partner.logic import PARTNER_UNAVAILABLE, TIMEOUT, PendingCall
+from consumers.partner.sim_server import SimulatedPartnerApp, load_book
+from consumers.partner.simulator import Journal, PartnerBook, SimulatorConfig, TransferRequest
+from ops.supervisor import ServiceProcess, free_port
 from payments.money import Money
-from tests.unit.consumers.helpers import NOW, incoming
+from payments.runtime.logic import Call
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 EUR_10 = Money.of(1000, "EUR")
 
 
-def simulator(tmp_path: Path, clock: list[datetime] | None = None, **rates: float) -> SimulatedPartner:
-    moments = clock or [NOW]
+def book(tmp_path: Path, clock: list[datetime] | None = None, **rates: float) -> PartnerBook:
+    moments = clock or [datetime(2025, 3, 14, 9, tzinfo=UTC)]
     config = SimulatorConfig(data_dir=tmp_path, seed=42, **{"decline_rate": 0.0, "timeout_rate": 0.0, **rates})
-    return SimulatedPartner(config, sleep=lambda _s: None, clock=lambda: moments[0])
+    return PartnerBook(config, clock=lambda: moments[0])
 
+
+def request(sid: str, amount_minor: int = 1000, payee: str = "acc-b") -> TransferRequest:
+    return TransferRequest(sid, amount_minor, "EUR", "acc-a", payee)
+
+
+# -- the book ---------------------------------------------------------------------------------------
 
 def test_rates_are_within_tolerance_over_many_submissions(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, decline_rate=0.1, error_rate=0.05, timeout_rate=0.05)
-    counts = {"ACCEPTED": 0, "DECLINED": 0, "ERROR": 0, "TIMEOUT": 0}
+    partner = book(tmp_path, decline_rate=0.1, error_rate=0.05, timeout_rate=0.05)
+    counts = {"ACCEPTED": 0, "DECLINED": 0, "error": 0, "lost": 0}
     n = 5000
     for i in range(n):
-        outcome = partner.submit(f"sub-{i}", EUR_10, "acc-a", "acc-b")
-        key = "TIMEOUT" if outcome.reason_code == "TIMEOUT" else outcome.outcome
-        counts[key] += 1
+        decision = partner.submit(request(f"sub-{i}"))
+        if decision.kind == "error":
+            counts["error"] += 1
+        elif decision.lost_answer:
+            counts["lost"] += 1
+        else:
+            assert decision.transfer is not None
+            counts[decision.transfer.status] += 1
     assert abs(counts["DECLINED"] / n - 0.10) < 0.015
-    assert abs(counts["ERROR"] / n - 0.05) < 0.01
-    assert abs(counts["TIMEOUT"] / n - 0.05) < 0.01
+    assert abs(counts["error"] / n - 0.05) < 0.01
+    assert abs(counts["lost"] / n - 0.05) < 0.01
     assert abs(counts["ACCEPTED"] / n - 0.80) < 0.02
 
 
 def test_same_seed_gives_the_same_outcomes(tmp_path: Path) -> None:
-    first = simulator(tmp_path / "1", decline_rate=0.3, timeout_rate=0.2)
-    second = simulator(tmp_path / "2", decline_rate=0.3, timeout_rate=0.2)
+    first = book(tmp_path / "1", decline_rate=0.3, timeout_rate=0.2)
+    second = book(tmp_path / "2", decline_rate=0.3, timeout_rate=0.2)
     ids = [f"sub-{i}" for i in range(200)]
-    assert [first.submit(i, EUR_10, "a", "b") for i in ids] == [second.submit(i, EUR_10, "a", "b") for i in ids]
+    assert [first.submit(request(i)) for i in ids] == [second.submit(request(i)) for i in ids]
 
 
-def test_resubmission_returns_the_first_outcome_and_no_second_payment(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, decline_rate=0.5)
-    outcomes = [partner.submit(f"sub-{i}", EUR_10, "a", "b") for i in range(50)]
-    again = [partner.submit(f"sub-{i}", EUR_10, "a", "b") for i in range(50)]
-    assert outcomes == again
-    assert {o.outcome for o in outcomes} == {"ACCEPTED", "DECLINED"}
-    assert partner.write_settlement_report(NOW.date(), tmp_path / "r.csv") == 50
+def test_a_resubmission_is_a_replay_and_another_request_under_the_key_a_conflict(tmp_path: Path) -> None:
+    partner = book(tmp_path, decline_rate=0.5)
+    first = [partner.submit(request(f"sub-{i}")) for i in range(50)]
+    again = [partner.submit(request(f"sub-{i}")) for i in range(50)]
+    assert {d.kind for d in first} == {"recorded"} and {d.kind for d in again} == {"replayed"}
+    assert [d.transfer for d in first] == [d.transfer for d in again]
+    assert {d.transfer.status for d in first if d.transfer} == {"ACCEPTED", "DECLINED"}
+    assert partner.submit(request("sub-1", amount_minor=999)).kind == "conflict"
+    assert partner.submissions()["sub-1"] == {"status": first[1].transfer.status, "posts": 2,  # type: ignore[union-attr]
+                                              "replays": 1, "queries": 0}
+    assert partner.report_csv(date(2025, 3, 14))[1] == 50
 
 
-def test_timeout_means_accepted_but_unheard_and_a_query_finds_it(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, timeout_rate=1.0)
-    outcome = partner.submit("sub-1", EUR_10, "a", "b")
-    assert (outcome.outcome, outcome.reason_code, outcome.partner_reference) == ("ERROR", "TIMEOUT", None)
+def test_a_lost_answer_is_recorded_and_an_error_is_not(tmp_path: Path) -> None:
+    partner = book(tmp_path, timeout_rate=1.0)
+    lost = partner.submit(request("sub-1"))
+    assert lost.kind == "recorded" and lost.lost_answer
     found = partner.query("sub-1")
-    assert found.status == "ACCEPTED" and found.partner_reference
-    assert partner.submit("sub-1", EUR_10, "a", "b") == SubmissionOutcome("ACCEPTED", found.partner_reference)
-    assert partner.query("sub-unknown") == QueryOutcome("NOT_FOUND")
+    assert found is not None and found.status == "ACCEPTED" and found.partner_reference
+    erring = book(tmp_path / "e", error_rate=0.5)
+    errored = [f"sub-{i}" for i in range(40) if erring.submit(request(f"sub-{i}")).kind == "error"]
+    assert errored and all(erring.query(i) is None for i in errored)
+    assert "recorded" in [erring.submit(request(i)).kind for i in errored]  # a retry draws afresh
 
 
-def test_partner_error_records_nothing_and_a_retry_draws_afresh(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, error_rate=0.5)
-    errored = [f"sub-{i}" for i in range(40) if partner.submit(f"sub-{i}", EUR_10, "a", "b").outcome == "ERROR"]
-    assert errored
-    assert all(partner.query(i).status == "NOT_FOUND" for i in errored)
-    retried = [partner.submit(i, EUR_10, "a", "b").outcome for i in errored]
-    assert "ACCEPTED" in retried
+def test_forced_outcomes_by_payee(tmp_path: Path) -> None:
+    partner = book(tmp_path)
+    declined = partner.submit(request("s-1", payee="acc-sim-decline-1")).transfer
+    assert declined is not None and declined.status == "DECLINED"
+    lost = partner.submit(request("s-2", payee="acc-sim-timeout-1"))
+    assert lost.lost_answer and lost.transfer is not None and lost.transfer.status == "ACCEPTED"
+    ordinary = partner.submit(request("s-3")).transfer
+    assert ordinary is not None and ordinary.status == "ACCEPTED"
 
 
-def test_state_survives_a_restart(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, decline_rate=0.5)
-    outcomes = [partner.submit(f"sub-{i}", EUR_10, "a", "b") for i in range(20)]
-    (tmp_path / "submissions.jsonl").open("a").write('{"kind": "recor')  # a torn line from a crash
-    restarted = simulator(tmp_path, decline_rate=0.0)  # other rates: recorded outcomes must still win
-    assert [restarted.submit(f"sub-{i}", EUR_10, "a", "b") for i in range(20)] == outcomes
+def test_the_journal_restores_every_decision_and_skips_a_torn_last_line(tmp_path: Path) -> None:
+    partner = book(tmp_path, decline_rate=0.5, error_rate=0.2)
+    journal = Journal(tmp_path)
+    decisions = []
+    for i in range(30):
+        decision = partner.submit(request(f"sub-{i}"))
+        journal.append(decision.journal)
+        decisions.append(decision)
+    journal.append(partner.submit(request("sub-0")).journal)  # a replay is journaled too
+    journal.close()
+    (tmp_path / "submissions.jsonl").open("a").write('{"kind": "recor')  # a crash mid-append
+    restarted = book(tmp_path, decline_rate=0.0, error_rate=0.0)  # other rates: recorded outcomes must win
+    assert Journal(tmp_path).load_into(restarted) == 31  # one entry per decision; the torn line is skipped
+    assert restarted.submissions() == {sid: {**row, "queries": 0} for sid, row in partner.submissions().items()}
+    for i, decision in enumerate(decisions):
+        if decision.kind == "recorded":
+            assert restarted.query(f"sub-{i}") == decision.transfer
+        else:  # an error recorded nothing, and the next attempt draws afresh
+            assert restarted.query(f"sub-{i}") is None
 
 
-def test_settlement_report_lists_the_days_submissions(tmp_path: Path) -> None:
+def test_settlement_report_lists_the_days_submissions_and_rolls_at_midnight(tmp_path: Path) -> None:
     clock = [datetime(2025, 3, 14, 10, tzinfo=UTC)]
-    partner = simulator(tmp_path, clock=clock, decline_rate=0.5)
-    outcomes = {f"sub-{i}": partner.submit(f"sub-{i}", Money.of(100 + i, "EUR"), "a", "b") for i in range(10)}
+    partner = book(tmp_path, clock=clock, decline_rate=0.5)
+    transfers = {f"sub-{i}": partner.submit(request(f"sub-{i}", amount_minor=100 + i)).transfer for i in range(10)}
     clock[0] = datetime(2025, 3, 15, 0, 0, 1, tzinfo=UTC)
-    partner.submit("sub-next-day", EUR_10, "a", "b")
+    partner.submit(request("sub-next-day"))
     rolled = partner.report_path(date(2025, 3, 14))  # written when the next day's first submission came
     assert rolled.exists()
     path = tmp_path / "report.csv"
@@ -100,62 +147,246 @@ def test_settlement_report_lists_the_days_submissions(tmp_path: Path) -> None:
     rows = list(csv.DictReader(path.open()))
     assert list(rows[0]) == ["date", "submission_id", "partner_reference", "amount_minor", "currency", "status"]
     for row in rows:
-        outcome = outcomes[row["submission_id"]]
-        assert row["date"] == "2025-03-14" and row["currency"] == "EUR"
-        assert row["status"] == outcome.outcome
-        assert row["partner_reference"] == (outcome.partner_reference or "")
-        assert int(row["amount_minor"]) == 100 + int(row["submission_id"].removeprefix("sub-"))
+        transfer = transfers[row["submission_id"]]
+        assert transfer is not None and row["date"] == "2025-03-14" and row["currency"] == "EUR"
+        assert (row["status"], row["partner_reference"]) == (transfer.status, transfer.partner_reference or "")
+        assert int(row["amount_minor"]) == transfer.amount_minor
 
 
 def test_latency_is_drawn_from_the_configured_distribution(tmp_path: Path) -> None:
-    slept: list[float] = []
-    config = SimulatorConfig(data_dir=tmp_path, latency_median_ms=20, latency_p99_ms=100)
-    partner = SimulatedPartner(config, sleep=slept.append)
-    for i in range(2000):
-        partner.submit(f"sub-{i}", EUR_10, "a", "b")
-    slept.sort()
+    partner = PartnerBook(SimulatorConfig(data_dir=tmp_path, latency_median_ms=20, latency_p99_ms=100))
+    slept = sorted(partner.latency_s(f"sub-{i}") for i in range(2000))
     assert 0.017 < slept[1000] < 0.023
     assert 0.07 < slept[1980] < 0.14
+    assert partner.latency_s("sub-1") == partner.latency_s("sub-1")  # seeded per submission attempt
 
 
-def _partner(tmp_path: Path) -> SimulatedPartner:
-    config = SimulatorConfig(decline_rate=0.0, error_rate=0.0, timeout_rate=0.0, latency_median_ms=0,
-                             latency_p99_ms=0, seed=1, data_dir=tmp_path)
-    return SimulatedPartner(config, sleep=lambda _: None)
+# -- the HTTP API -------------------------------------------------------------------------------------
+
+def run(coroutine: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coroutine
+    return asyncio.run(main())
 
 
-def test_decline_payee_is_always_declined(tmp_path: Path) -> None:
-    outcome = _partner(tmp_path).submit("s-1", Money.of(100, "EUR"), "acc-alice", "acc-sim-decline-1")
-    assert outcome.outcome == "DECLINED"
+@asynccontextmanager
+async def serving(tmp_path: Path, port: int | None = None, **rates: float) -> AsyncIterator[tuple[str, Any]]:
+    config = SimulatorConfig(data_dir=tmp_path, seed=42, latency_median_ms=1, latency_p99_ms=2,
+                             **{"decline_rate": 0.0, "timeout_rate": 0.0, **rates})
+    simulated, journal = load_book(config)
+    app = SimulatedPartnerApp(simulated, journal)
+    runner = web.AppRunner(app.application(), access_log=None)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+        journal.close()
 
 
-def test_timeout_payee_times_out_but_the_partner_accepted_it(tmp_path: Path) -> None:
-    partner = _partner(tmp_path)
-    outcome = partner.submit("s-2", Money.of(100, "EUR"), "acc-alice", "acc-sim-timeout-1")
-    assert (outcome.outcome, outcome.reason_code) == ("ERROR", "TIMEOUT")
-    assert partner.query("s-2").status == "ACCEPTED"
+async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
+    async with session.request(method, url, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, body, response.headers
 
 
-def test_ordinary_payee_follows_the_configured_rates(tmp_path: Path) -> None:
-    assert _partner(tmp_path).submit("s-3", Money.of(100, "EUR"), "acc-alice", "acc-bob").outcome == "ACCEPTED"
+BODY = {"amount_minor": 1000, "currency": "EUR", "payer": "acc-a", "payee": "acc-b"}
 
 
-def submit_command() -> SubmitToPartner:
-    return SubmitToPartner(payment_id="pay-1", command_id=str(uuid.uuid4()), issued_at=NOW, partner="simbank",
-                           submission_id="pay-1:1", amount=EUR_10, payer_account="acc-a", payee_account="acc-b")
+def test_the_api_answers_submissions_replays_conflicts_queries_and_reports(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), aiohttp.ClientSession() as session:
+            key = {"Idempotency-Key": "sub-1"}
+            status, body, _ = await call(session, "POST", f"{url}/v1/transfers", json=BODY, headers=key)
+            assert status == 201 and body["status"] == "ACCEPTED" and body["partner_reference"].startswith("SIM-")
+            status, again, headers = await call(session, "POST", f"{url}/v1/transfers", json=BODY, headers=key)
+            assert (status, again, headers["Idempotent-Replayed"]) == (200, body, "true")
+            status, conflict, _ = await call(session, "POST", f"{url}/v1/transfers",
+                                             json={**BODY, "amount_minor": 1}, headers=key)
+            assert (status, conflict["error"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+            assert (await call(session, "POST", f"{url}/v1/transfers", json=BODY))[0] == 400  # no key
+            for bad in ({**BODY, "amount_minor": 10.5}, {**BODY, "currency": "eur"}, {**BODY, "payer": ""}, [1]):
+                status, refused, _ = await call(session, "POST", f"{url}/v1/transfers", json=bad,
+                                                headers={"Idempotency-Key": "sub-bad"})
+                assert (status, refused["error"]) == (400, "INVALID_REQUEST"), bad
+            status, found, _ = await call(session, "GET", f"{url}/v1/transfers/sub-1")
+            assert (status, found["status"], found["partner_reference"]) == (200, "ACCEPTED", body["partner_reference"])
+            assert (await call(session, "GET", f"{url}/v1/transfers/nope"))[0] == 404
+            today = datetime.now(UTC).date().isoformat()
+            status, report, _ = await call(session, "GET", f"{url}/v1/settlement-reports/{today}")
+            rows = list(csv.DictReader(io.StringIO(report)))
+            assert status == 200 and [r["submission_id"] for r in rows] == ["sub-1"]
+            assert (await call(session, "GET", f"{url}/v1/settlement-reports/yesterday"))[0] == 400
+            status, stats, _ = await call(session, "GET", f"{url}/_sim/stats")
+            assert (stats["transfers"], stats["posts"], stats["replays"], stats["queries"]) == (1, 2, 1, 2)
+            assert app.book.submissions()["sub-1"]["posts"] == 2
+    run(scenario())
 
 
-def gateway_reply(logic: PartnerGatewayLogic, command: SubmitToPartner) -> object:
-    (out,) = logic.decide(None, incoming(command, PARTNER_COMMANDS), NOW).outgoing
-    return out.message
+def test_a_lost_answer_drops_the_connection_and_a_query_finds_the_transfer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path, timeout_rate=1.0) as (url, _), aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ServerDisconnectedError):
+                await call(session, "POST", f"{url}/v1/transfers", json=BODY, headers={"Idempotency-Key": "sub-9"})
+            status, found, _ = await call(session, "GET", f"{url}/v1/transfers/sub-9")
+            assert (status, found["status"]) == (200, "ACCEPTED")
+    run(scenario())
 
 
-def test_gateway_over_the_simulator_never_pays_twice_for_a_resent_submission(tmp_path: Path) -> None:
-    partner = simulator(tmp_path, timeout_rate=1.0)
-    logic = PartnerGatewayLogic(partner)
-    first = gateway_reply(logic, submit_command())
-    second = gateway_reply(logic, submit_command())  # a resubmission with a new command id
-    assert isinstance(first, PartnerSubmissionResult) and isinstance(second, PartnerSubmissionResult)
-    assert (first.outcome, first.reason_code) == ("ERROR", "TIMEOUT")
-    assert second.outcome == "ACCEPTED"
-    assert partner.write_settlement_report(NOW.date(), tmp_path / "r.csv") == 1
+def test_injected_faults_throttle_refuse_and_slow_down_then_end(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, _), aiohttp.ClientSession() as session:
+            key = {"Idempotency-Key": "sub-2"}
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "throttle", "seconds": 1,
+                                                                    "retry_after_s": 3})
+            status, body, headers = await call(session, "POST", f"{url}/v1/transfers", json=BODY, headers=key)
+            assert (status, body["error"], headers["Retry-After"]) == (429, "RATE_LIMITED", "3")
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "unavailable", "seconds": 1})
+            assert (await call(session, "GET", f"{url}/v1/transfers/sub-2"))[0] == 503
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "slow", "seconds": 5,
+                                                                    "extra_latency_ms": 300})
+            started = time.monotonic()
+            assert (await call(session, "POST", f"{url}/v1/transfers", json=BODY, headers=key))[0] == 201
+            assert time.monotonic() - started >= 0.3
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "none"})
+            assert (await call(session, "GET", f"{url}/v1/transfers/sub-2"))[0] == 200
+            assert (await call(session, "POST", f"{url}/_sim/faults", json={"mode": "melt"}))[0] == 400
+    run(scenario())
+
+
+def test_the_simulator_process_keeps_its_transfers_across_a_sigkill(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"PAYMENTS_PARTNER_SIM_PORT": str(port), "PAYMENTS_PARTNER_DATA_DIR": str(tmp_path / "data"),
+           "PAYMENTS_PARTNER_LATENCY_MS": "1", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0"}
+    process = ServiceProcess(["partner-sim"], log_dir=tmp_path, env=env).start().wait_ready()
+
+    async def submit() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            status, body, _ = await call(session, "POST", f"http://127.0.0.1:{port}/v1/transfers", json=BODY,
+                                         headers={"Idempotency-Key": "sub-durable"})
+            assert status in (200, 201)
+            return dict(body)
+
+    try:
+        first = run(submit())
+        assert process.process is not None
+        process.process.send_signal(signal.SIGKILL)
+        process.process.wait(10)
+        process.start()
+        wait_for(lambda: process.log_tail().count("partner_sim_listening") == 2, 30, "the restarted simulator")
+        assert run(submit()) == first  # the same transfer: it was durable before the first answer left
+        assert '"entries": 1' in process.log_tail()
+    finally:
+        assert process.stop() == 0, process.log_tail()
+
+
+# -- the caller: how the gateway calls the partner ----------------------------------------------------
+
+def pending(kind: Literal["submit", "query"] = "submit", sid: str = "sub-1", expires_in_s: float = 30.0,
+            payee: str = "acc-b") -> Call:
+    terms: dict[str, Any] = {"amount": EUR_10, "payer_account": "acc-a", "payee_account": payee}
+    made = PendingCall(kind=kind, command_id=f"cmd-{kind}-{sid}", submission_id=sid, partner="simbank",
+                       expires_at=datetime.now(UTC) + timedelta(seconds=expires_in_s),
+                       **(terms if kind == "submit" else {}))
+    return Call(made.command_id, made)
+
+
+@asynccontextmanager
+async def caller(url: str, **overrides: Any) -> AsyncIterator[PartnerCaller]:
+    config = CallerConfig(endpoints={"simbank": url}, **{"timeout_s": 2.0, "connect_timeout_s": 0.5, **overrides})
+    made = PartnerCaller(config, seed=1)
+    await made.open()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def test_the_caller_submits_queries_and_reports_a_lost_answer_as_timeout(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url) as partner:
+            accepted = await partner.perform(pending(), recovered=False)
+            assert (accepted.code, accepted.partner_reference is not None) == ("ACCEPTED", True)
+            declined = await partner.perform(pending(sid="sub-d", payee="acc-sim-decline-1"), recovered=False)
+            assert (declined.code, declined.reason_code) == ("DECLINED", "INSUFFICIENT_FUNDS_AT_PARTNER")
+            lost = await partner.perform(pending(sid="sub-t", payee="acc-sim-timeout-1"), recovered=False)
+            assert (lost.code, lost.reason_code) == ("ERROR", TIMEOUT)
+            found = await partner.perform(pending("query", sid="sub-t"), recovered=False)
+            assert found.code == "ACCEPTED"
+            assert (await partner.perform(pending("query", sid="sub-none"), recovered=False)).code == "NOT_FOUND"
+            assert app.book.submissions()["sub-t"]["posts"] == 1  # a timeout is never resubmitted blindly
+    run(scenario())
+
+
+def test_a_recovered_submission_is_asked_about_first_and_submitted_only_if_the_partner_has_none(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url) as partner:
+            sent = await partner.perform(pending(sid="sub-r"), recovered=False)
+            recovered = await partner.perform(pending(sid="sub-r"), recovered=True)
+            assert recovered == sent
+            assert app.book.submissions()["sub-r"] == {"status": "ACCEPTED", "posts": 1, "replays": 0, "queries": 1}
+            fresh = await partner.perform(pending(sid="sub-n"), recovered=True)
+            assert fresh.code == "ACCEPTED"
+            assert app.book.submissions()["sub-n"] == {"status": "ACCEPTED", "posts": 1, "replays": 0, "queries": 1}
+    run(scenario())
+
+
+def test_429_is_waited_out_for_its_retry_after_and_never_reaches_the_book(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url) as partner:
+            async with aiohttp.ClientSession() as session:
+                await call(session, "POST", f"{url}/_sim/faults", json={"mode": "throttle", "seconds": 1.5,
+                                                                        "retry_after_s": 1})
+            started = time.monotonic()
+            answers = await asyncio.gather(*(partner.perform(pending(sid=f"sub-{i}"), recovered=False)
+                                             for i in range(20)))
+            assert {a.code for a in answers} == {"ACCEPTED"}
+            assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+            assert {row["posts"] for row in app.book.submissions().values()} == {1}
+    run(scenario())
+
+
+def test_a_response_slower_than_the_timeout_is_an_unknown_outcome_that_a_later_query_resolves(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url, timeout_s=0.5, connect_timeout_s=0.5) as partner:
+            async with aiohttp.ClientSession() as session:
+                await call(session, "POST", f"{url}/_sim/faults", json={"mode": "slow", "seconds": 1,
+                                                                        "extra_latency_ms": 800})
+            slow = await partner.perform(pending(sid="sub-slow"), recovered=False)
+            assert (slow.code, slow.reason_code) == ("ERROR", TIMEOUT)
+            await asyncio.sleep(1.0)  # the slow mode ends; the partner finished the submission meanwhile
+            found = await partner.perform(pending("query", sid="sub-slow"), recovered=False)
+            assert found.code == "ACCEPTED"
+            assert app.book.submissions()["sub-slow"]["posts"] == 1
+    run(scenario())
+
+
+def test_the_breaker_opens_while_the_partner_is_down_and_closes_when_it_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    breaker = BreakerConfig(window_s=10, calls_min=5, failure_ratio=0.5, open_s=0.5, open_max_s=1.0)
+
+    async def scenario() -> None:
+        async with caller(url, breaker=breaker, retry_cap_s=0.2) as partner:
+            # Nobody listens: every attempt is refused, nothing can have been sent. Submissions wait for
+            # the partner until they expire, and are then answered PARTNER_UNAVAILABLE.
+            answers = await asyncio.gather(*(partner.perform(pending(sid=f"down-{i}", expires_in_s=1.5),
+                                                             recovered=False) for i in range(10)))
+            assert {(a.code, a.reason_code) for a in answers} == {("ERROR", PARTNER_UNAVAILABLE)}
+            state, opened = partner.breaker_state("simbank")
+            assert state == "open" and opened >= 1
+            waiting = [asyncio.create_task(partner.perform(pending(sid=f"wait-{i}"), recovered=False))
+                       for i in range(10)]
+            await asyncio.sleep(0.5)
+            assert not any(task.done() for task in waiting)  # they wait: the gateway does not fail them
+            async with serving(tmp_path, port=port) as (_, app):
+                done = await asyncio.wait_for(asyncio.gather(*waiting), timeout=20)
+                assert {a.code for a in done} == {"ACCEPTED"}
+                assert partner.breaker_state("simbank")[0] == "closed"
+                assert set(app.book.submissions()) == {f"wait-{i}" for i in range(10)}
+    run(scenario())
+

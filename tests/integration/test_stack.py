@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import pytest
 from ops.stack import LocalStack, PostgresNode
 from ops.stack.postgres import wheel_install
 from ops.stack.process import ProcessHandle
+from ops.supervisor import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,16 +28,11 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture
 def stack() -> Iterator[LocalStack]:
     home = Path(tempfile.mkdtemp(prefix="payments-stack-test-"))
-    local = LocalStack(home, kafka_port=_free_port(), postgres_port=_free_port())
+    local = LocalStack(home, kafka_port=free_port(), postgres_port=free_port())
     yield local
     local.purge()
     shutil.rmtree(home, ignore_errors=True)
@@ -116,7 +111,7 @@ def test_postgres_starts_from_a_private_location_and_changes_no_mode_it_did_not_
         stack_dir.mkdir(exist_ok=True)
         watched = [stack_dir, checkout, install or wheel_install()]
         before = _ancestor_modes(*watched)
-        node = PostgresNode(stack_dir / "postgres", port=_free_port(), install=install)
+        node = PostgresNode(stack_dir / "postgres", port=free_port(), install=install)
         node.start()
         try:
             with psycopg.connect(node.url) as conn:
@@ -133,7 +128,7 @@ def test_postgres_starts_from_a_private_location_and_changes_no_mode_it_did_not_
 def test_stack_cli_with_the_stack_dir_elsewhere_from_a_private_working_directory(kafka_bootstrap: str) -> None:
     cwd = Path(tempfile.mkdtemp(prefix="payments-perm-cwd-"))
     stack_dir = Path(tempfile.mkdtemp(prefix="payments-perm-stackdir-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PAYMENTS_STACK_DIR": str(stack_dir), "PAYMENTS_POSTGRES_PORT": str(port),
            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}  # an external broker: the stack leaves Kafka alone
     env.pop("DATABASE_URL", None)

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from ops.cli import build_parser
-from ops.registry import CORE_MIGRATIONS, PROJECTIONS, SERVICES, process_args, topology
+from ops.registry import CORE_MIGRATIONS, PROJECTIONS, SERVICES, SIMULATORS, process_args, topology
 from ops.settings import Settings
 from payments.contracts.messages import MESSAGE_TYPES
 from payments.contracts.topics import DLQ
@@ -55,6 +55,22 @@ def test_the_command_line_offers_every_registered_service_and_projection() -> No
     run = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     assert run.get_default("handler") is not None
     choices = next(action.choices for action in run._actions if action.dest == "service")
-    assert list(choices) == [*SERVICES, "projection"]
+    assert list(choices) == [*SERVICES, *SIMULATORS, "projection"]
     assert all(f"projection {name}" in run.epilog for name in PROJECTIONS)
-    assert process_args() == [[name] for name in SERVICES] + [["projection", name] for name in PROJECTIONS]
+    assert all(name in run.epilog for name in SIMULATORS)
+    assert process_args() == ([[name] for name in SIMULATORS] + [[name] for name in SERVICES]
+                              + [["projection", name] for name in PROJECTIONS])
+
+
+def test_only_a_service_that_calls_out_has_a_performer_and_it_has_every_partner_endpoint() -> None:
+    settings = Settings.load({"PAYMENTS_PARTNERS": "simbank,otherbank",
+                              "PAYMENTS_PARTNER_ENDPOINTS": "otherbank=https://bank.example/api",
+                              "PAYMENTS_PARTNER_MAX_IN_FLIGHT": "64"})
+    callers = {name for name, spec in SERVICES.items() if spec.performer is not None}
+    assert callers == {"partner"}
+    performer = SERVICES["partner"].performer
+    assert performer is not None
+    caller, limit = performer(settings)
+    assert limit == 64
+    assert caller.config.endpoints == {"simbank": "http://127.0.0.1:18650",  # type: ignore[attr-defined]
+                                       "otherbank": "https://bank.example/api"}
