@@ -33,7 +33,7 @@ ENV = {
     # Windows long enough for a slow partner: the saga waits 30 s for a submission, 15 s for a query.
     "PAYMENTS_SAGA_TIME_SCALE": "0.5",
     "PAYMENTS_PARTNER_LATENCY_MS": "200,250",  # median 200 ms, p99 250 ms
-    "PAYMENTS_PARTNER_DECLINE_RATE": "0.05", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0.01",
+    "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0.01",
     "PAYMENTS_PARTNER_TIMEOUT_MS": "1500", "PAYMENTS_PARTNER_BREAKER_OPEN_MS": "1000",
     "PAYMENTS_BATCH_MAX": "500",
 }
@@ -59,9 +59,11 @@ def sim(pipeline: Pipeline, path: str, body: dict[str, Any] | None = None) -> An
         return json.loads(response.read())
 
 
-def send(pipeline: Pipeline, count: int) -> list[InitiatePayment]:
+def send(pipeline: Pipeline, count: int, declined_every: int = 0) -> list[InitiatePayment]:
+    """`count` payments; with `declined_every`, every n-th goes to a payee the partner always declines."""
     commands = [make_initiate(amount_minor=100 + i % 50, payer_account=PAYERS[i % len(PAYERS)],
-                              payee_account="acc-bob") for i in range(count)]
+                              payee_account="acc-sim-decline-1" if declined_every and i % declined_every == 0
+                              else "acc-bob") for i in range(count)]
     pipeline.send(*commands)
     return commands
 
@@ -118,7 +120,7 @@ def test_2000_payments_with_a_200ms_partner_settle_with_one_submission_each(gate
     rows = check_money(gateway_pipeline, commands, outcomes)
     assert len(rows) == 2000  # every payment reached the partner
     assert {row["posts"] for row in rows.values()} == {1}  # exactly one submission each, no replay
-    assert sum(isinstance(o, PaymentSettled) for o in outcomes.values()) >= 1800
+    assert all(isinstance(o, PaymentSettled) for o in outcomes.values())
     peak = sim(gateway_pipeline, "/_sim/stats")["max_in_progress"]
     assert max(peak, before) >= 20, peak  # calls overlapped at the partner: the gateway is not serial
 
@@ -128,7 +130,7 @@ def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_aski
     gateway = process(gateway_pipeline, "partner")
     sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 60, "extra_latency_ms": 3000})
     queries_before = sim(gateway_pipeline, "/_sim/stats")["queries"]
-    commands = send(gateway_pipeline, 600)
+    commands = send(gateway_pipeline, 600, declined_every=10)
     in_flight = wait_for(lambda: (n := sim(gateway_pipeline, "/_sim/stats")["in_progress"]) >= 150 and n, 90,
                          "hundreds of partner calls in flight")
     gateway.kill()
@@ -136,6 +138,7 @@ def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_aski
     gateway.start()
     outcomes = wait_all_terminal(gateway_pipeline, commands, 240)
     rows = check_money(gateway_pipeline, commands, outcomes)
+    assert sum(isinstance(o, PaymentFailed) for o in outcomes.values()) >= 60  # the declined ones, at least
     log = gateway.log_tail(10_000_000)
     recovered = sum(json.loads(line)["calls"] for line in log.splitlines()
                     if '"event": "calls_recovered"' in line)
@@ -165,7 +168,7 @@ def test_the_partner_down_for_10s_opens_the_breaker_then_every_payment_completes
     rows = check_money(gateway_pipeline, commands, outcomes)
     assert "partner_breaker_closed" in gateway.log_tail(10_000_000).split("partner_breaker_opened")[-1]
     assert {row["posts"] for row in rows.values()} == {1}  # refused attempts never reached the partner
-    assert sum(isinstance(o, PaymentSettled) for o in outcomes.values()) >= 80  # they waited, not failed
+    assert all(isinstance(o, PaymentSettled) for o in outcomes.values())  # they waited, none failed
 
 
 def test_a_429_storm_is_waited_out_without_failing_or_doubling_anything(gateway_pipeline: Pipeline) -> None:
@@ -174,7 +177,7 @@ def test_a_429_storm_is_waited_out_without_failing_or_doubling_anything(gateway_
     outcomes = wait_all_terminal(gateway_pipeline, commands, 120)
     rows = check_money(gateway_pipeline, commands, outcomes)
     assert {row["posts"] for row in rows.values()} == {1}
-    assert sum(isinstance(o, PaymentSettled) for o in outcomes.values()) >= 80
+    assert all(isinstance(o, PaymentSettled) for o in outcomes.values())
     assert '"result": "throttled"' in process(gateway_pipeline, "partner").log_tail(10_000_000)
 
 
