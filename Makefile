@@ -56,8 +56,9 @@ stack-up: $(STAMP) ## Start the local Kafka + PostgreSQL stack (idempotent)
 stack-down: $(STAMP) ## Stop the local stack
 	$(BIN)/payments stack down
 
-bench: $(STAMP) ## End-to-end throughput and latency on the local stack (prints figures)
-	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-2000}
+bench: $(STAMP) ## Throughput and latency on the local stack at partner latencies 1 and 200 ms (prints figures)
+	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-4000}
+	$(BIN)/python benchmarks/partner_gateway.py --calls $${CALLS:-20000}
 
 clean: ## Remove the virtual env, caches and all local stack data (a root-run PostgreSQL's server home too)
 	-$(BIN)/payments stack purge

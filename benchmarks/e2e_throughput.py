@@ -1,9 +1,13 @@
-"""End-to-end throughput: N payments through every service on one machine, measured from the log.
+"""End-to-end throughput: N payments through every service on one machine, at two partner latencies.
 
-Prints payments/s (first PaymentInitiated to last terminal event) and the initiated->settled latency
-percentiles, taken from the events' own timestamps. Figures only: nothing here asserts a speed.
+Runs the same burst twice in one invocation, first with the simulated partner answering in 1 ms (the
+baseline), then in about 200 ms (median 200, p99 250), and prints both side by side with their ratio.
+Per run, from the events' own timestamps: payments/s (all settlements over first PaymentInitiated ->
+last terminal event; this counts one end-to-end latency too, so on a short burst a slower partner
+weighs more) and the initiated->settled latency percentiles.
+Figures only: nothing here asserts a speed.
 
-    .venv/bin/python benchmarks/e2e_throughput.py --payments 2000
+    .venv/bin/python benchmarks/e2e_throughput.py --payments 4000 --latencies 1 200,250
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from confluent_kafka import Producer
 
 from ops.registry import topology
 from ops.settings import Settings
 from ops.stack import LocalStack
-from ops.supervisor import ServiceProcess, start_all
+from ops.supervisor import ServiceProcess, free_port, start_all
 from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment, PaymentFailed, PaymentInitiated, PaymentSettled
@@ -31,29 +37,48 @@ from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
 
 PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
+SERVICES = ("intake", "gate", "idempotency", "orchestrator", "risk", "funds", "partner")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--payments", type=int, default=1000)
-    parser.add_argument("--timeout-s", type=float, default=600)
-    args = parser.parse_args()
-    settings = Settings.load()
-    LocalStack.of(settings).up()
+@dataclass(frozen=True)
+class Run:
+    latency: str
+    payments: int
+    settled: int
+    span_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_ms: dict[str, float]  # per process: CPU per payment over the run
+
+    @property
+    def throughput(self) -> float:
+        return self.settled / self.span_s
+
+
+def cpu_s(process: ServiceProcess) -> float:
+    assert process.process is not None
+    times = psutil.Process(process.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def run_once(settings: Settings, payments: int, latency: str, timeout_s: float) -> Run:
     topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
     ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": settings.database,
-           "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": "1",
+           "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": latency,
            "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
-           "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner")}
-    names = ("intake", "gate", "idempotency", "orchestrator", "risk", "funds", "partner")
-    services = start_all([ServiceProcess([name], log_dir=log_dir, env=env) for name in names])
+           "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), "PAYMENTS_PARTNER_SIM_PORT": str(free_port())}
+    services = start_all([ServiceProcess([name], log_dir=log_dir, env=env) for name in ("partner-sim", *SERVICES)])
     serde = SingleObjectSerde()
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})
+    events: list[object] = []
+    cpu_before = {process.args[0]: cpu_s(process) for process in services}
+    cpu_after = cpu_before
     try:
-        for i in range(args.payments):
+        for i in range(payments):
             payment_id = str(uuid.uuid4())
             command = InitiatePayment(
                 command_id=str(uuid.uuid4()), idempotency_key=f"bench-{payment_id}", payment_id=payment_id,
@@ -63,32 +88,54 @@ def main() -> int:
                              headers=build_headers(command, source="bench", traceparent=None))
             producer.poll(0)
         producer.flush(60)
-        deadline = time.monotonic() + args.timeout_s
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             records = committed_records(settings.bootstrap_servers, partitions_of(settings.bootstrap_servers,
                                                                                   [topics.events]))
             events = [serde.decode(r.value()) for r in records if r.value() is not None]
             done = {e.payment_id for e in events if isinstance(e, PaymentSettled | PaymentFailed)}
-            print(f"\r{len(done)}/{args.payments} payments terminal", end="", flush=True)
-            if len(done) == args.payments:
+            print(f"\r  partner latency {latency} ms: {len(done)}/{payments} payments terminal", end="", flush=True)
+            if len(done) == payments:
                 break
             time.sleep(2)
         print()
+        cpu_after = {process.args[0]: cpu_s(process) for process in services}
     finally:
         for process in services:
             process.stop()
     initiated = {e.payment_id: e.occurred_at for e in events if isinstance(e, PaymentInitiated)}
     settled = {e.payment_id: e.occurred_at for e in events if isinstance(e, PaymentSettled)}
     first, last = min(initiated.values()), max([*settled.values(), *initiated.values()])
-    span_s = (last - first).total_seconds()
     latencies_ms = sorted((settled[p] - initiated[p]).total_seconds() * 1000 for p in settled)
-    print(f"payments: {args.payments}, settled: {len(settled)}, span: {span_s:.1f}s, "
-          f"throughput: {len(settled) / span_s:.0f} payments/s")
-    print(f"conditions: {len(names)} services ({', '.join(names)}), 1 instance each, simulated partner latency "
-          f"1 ms, no projections, {os.cpu_count()} cores, Kafka and PostgreSQL on this machine")
     cut = statistics.quantiles(latencies_ms, n=100)
-    print(f"initiated->settled latency ms: p50 {cut[49]:.0f}, p95 {cut[94]:.0f}, p99 {cut[98]:.0f}, "
-          f"max {latencies_ms[-1]:.0f}")
+    cpu_ms = {name: (cpu_after[name] - cpu_before[name]) * 1000 / payments for name in cpu_before}
+    return Run(latency, payments, len(settled), (last - first).total_seconds(), cut[49], cut[94], cut[98], cpu_ms)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--payments", type=int, default=4000)
+    parser.add_argument("--latencies", nargs="+", default=["1", "200,250"],
+                        help="simulated partner latencies, 'median' or 'median,p99' in ms; the first is the baseline")
+    parser.add_argument("--timeout-s", type=float, default=600)
+    args = parser.parse_args()
+    settings = Settings.load()
+    LocalStack.of(settings).up()
+    runs = [run_once(settings, args.payments, latency, args.timeout_s) for latency in args.latencies]
+    baseline = runs[0]
+    print(f"\nend to end, {args.payments} payments in one burst; {len(SERVICES)} services ({', '.join(SERVICES)}), "
+          f"1 instance each, plus the partner simulator; no projections; {os.cpu_count()} cores, Kafka and "
+          "PostgreSQL on this machine")
+    print(f"{'partner latency ms (median,p99)':>32} {'settled':>8} {'payments/s':>11} {'vs baseline':>12} "
+          f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    for run in runs:
+        ratio = run.throughput / baseline.throughput
+        print(f"{run.latency:>32} {run.settled:>8} {run.throughput:>11.0f} {ratio:>11.0%} "
+              f"{run.p50_ms:>7.0f} {run.p95_ms:>7.0f} {run.p99_ms:>7.0f}")
+    print("\nCPU ms per payment (user+system, over the run):")
+    print(f"{'partner latency ms':>32} " + " ".join(f"{name:>12}" for name in ("partner-sim", *SERVICES)))
+    for run in runs:
+        print(f"{run.latency:>32} " + " ".join(f"{run.cpu_ms[name]:>12.2f}" for name in ("partner-sim", *SERVICES)))
     return 0
 
 
