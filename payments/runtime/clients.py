@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from payments.runtime.config import ProcessorConfig
-from payments.runtime.reader import committed_records, wait_until_stable
+from payments.runtime.reader import committed_records, is_stable
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 WireHeaders = list[tuple[str, str | bytes | None]]  # what librdkafka's produce() takes
@@ -29,6 +29,8 @@ class LoopConsumer(Protocol):
     def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
 
     def seek(self, partition: TopicPartition) -> None: ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
 
     def assignment(self) -> list[TopicPartition]: ...
 
@@ -66,8 +68,8 @@ class TransactionalProducer(Protocol):
 class ChangelogReader(Protocol):
     """Reads a service's changelog partitions for restore (read_committed, up to their current end)."""
 
-    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
-        """Wait until no transaction is open on the partitions; False if one still is after `timeout_s`."""
+    def is_stable(self, partitions: Sequence[int]) -> bool:
+        """No transaction is open on the partitions now (one check; the loop asks again on its next step)."""
         ...
 
     def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
@@ -106,8 +108,8 @@ class KafkaChangelogReader:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
 
-    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
-        return wait_until_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions], timeout_s)
+    def is_stable(self, partitions: Sequence[int]) -> bool:
+        return is_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions])
 
     def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
         for record in committed_records(self.bootstrap_servers, [(self.topic, p) for p in partitions],

@@ -30,7 +30,8 @@ class ProcessorConfig:
     output_bytes_max: int = 900_000  # key + value + headers of anything a decision emits
     message_bytes_max: int = PRODUCER_MESSAGE_BYTES_MAX
     dead_letters: DeadLetterLimits = field(default_factory=DeadLetterLimits)
-    restore_timeout_s: float = 120.0
+    restore_timeout_s: float = 120.0  # a restore (changelog read to its end) taking longer is fatal: rebuild
+    restore_slice_ms: int = 500  # the main loop reads the changelog this long per step, then serves the group
     # A timer whose firing raised (a bug) is tried again this much later instead of in a hot loop.
     timer_retry_ms: int = 60_000
     max_poll_interval_ms: int = 60_000
@@ -46,13 +47,13 @@ class ProcessorConfig:
 
     @property
     def consume_deadline_s(self) -> float:
-        """consume() runs the rebalance callbacks: committed offsets, the wait for a stable changelog and
-        the restore are each bounded; this bounds them together."""
-        return (self.poll_timeout_ms / 1000 + 2 * self.restore_timeout_s + 2 * self.transaction_timeout_ms / 1000
-                + self.watchdog_margin_s)
+        """consume() runs the rebalance callbacks, which only assign, pause and drop state (the restore runs
+        in the main loop), and may block on the group coordinator for a call timeout."""
+        return self.poll_timeout_ms / 1000 + self.call_timeout_s + self.watchdog_margin_s
 
     def __post_init__(self) -> None:
         assert self.batch_records_max > 0 and self.retriable_attempts_max > 0
         assert 0 < self.batch_time_budget_ms < self.transaction_timeout_ms, "a batch must fit in a transaction"
+        assert 0 < self.restore_slice_ms < self.max_poll_interval_ms, "a restore slice must leave time to poll"
         assert self.output_bytes_max < self.message_bytes_max <= TOPIC_MESSAGE_BYTES_MAX
         assert self.dead_letters.copy_bytes_max < self.message_bytes_max

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -64,6 +65,7 @@ log = structlog.get_logger(__name__)
 Produced = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 Changes = dict[Key, Any]
 Position = tuple[str, int, int]  # topic, partition, offset
+RESTORE_PROGRESS_EVERY_S = 5.0
 # Errors that are about the record itself (its size or shape), not about the broker or the network:
 # retrying cannot help, so the record that caused them is dead-lettered.
 RECORD_SPECIFIC_CODES = frozenset({
@@ -87,6 +89,31 @@ class _Unproducible(Exception):
         super().__init__(dead_letter.detail)
         self.position = position
         self.dead_letter = dead_letter
+
+@dataclass
+class _Restore:
+    """Partitions assigned but not restored yet: paused while the main loop reads their changelog.
+
+    Phases: `offsets` (the committed input positions; read_committed makes this wait for a previous
+    owner's pending transactional commit), `stable` (no transaction open on the changelog partitions,
+    or the previous owner's last snapshot could be missed), `read` (the changelog to its end, a
+    bounded slice per step so the loop keeps serving the group)."""
+
+    partitions: list[int]
+    started: float
+    phase: str = "offsets"
+    reader: Iterator[tuple[int, bytes, bytes | None]] | None = None
+    latest: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
+    records: int = 0
+    reported: float = 0.0
+
+    def close(self) -> None:
+        if self.reader is not None:
+            close = getattr(self.reader, "close", None)
+            if close is not None:
+                close()  # a generator: runs its finally (closes the reader's consumer)
+            self.reader = None
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -136,6 +163,7 @@ class Processor(Generic[S]):
         self._committed: dict[tuple[str, int], int] = {}  # next offset to read, as committed
         self._poison: dict[Position, DeadLetter] = {}  # input records to dead-letter instead of deciding
         self._isolate: dict[tuple[str, int], int] = {}  # one record per transaction below these offsets
+        self._restore: _Restore | None = None  # partitions assigned, paused until their state is restored
         self._log = log.bind(service=logic.service, instance=instance_id)
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
@@ -173,6 +201,8 @@ class Processor(Generic[S]):
         if take:
             with self.watchdog.guard("consume", self.config.consume_deadline_s):
                 records = data_records(self.consumer.consume(take, timeout_ms / 1000), self._log)
+        if self._restore is not None:  # assigned by that consume() or earlier: a slice of the restore
+            self._advance_restore()
         elif self._calls is not None:
             self._completions.extend(self._calls.take())
         self.health.consumed(len(records))
@@ -188,6 +218,8 @@ class Processor(Generic[S]):
         of run(), often because of a fatal error, and must not replace that error (a fenced producer's
         flush() raises _FENCED again)."""
         with self.watchdog.guard("close", self.config.call_deadline_s):
+            if self._restore is not None:
+                self._restore.close()
             if self._calls is not None:
                 self._calls.close()
             calls = (("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)))
@@ -297,7 +329,7 @@ class Processor(Generic[S]):
             self._paused = True
             self.consumer.pause(self.consumer.assignment())  # every step: partitions assigned since, too
         elif self._paused:
-            self.consumer.resume(self.consumer.assignment())
+            self.consumer.resume(self._restored_assignment())
             self._paused = False
             self._log.info("input_resumed", room=room)
         wait_ms = self.config.calls_poll_ms if self._calls.busy() else self.config.poll_timeout_ms
@@ -558,32 +590,117 @@ class Processor(Generic[S]):
 
     def _rewind(self) -> None:
         """After an abort: read again from the last committed position of every assigned partition."""
-        for tp in self.consumer.assignment():
+        for tp in self._restored_assignment():
             offset = self._committed.get((tp.topic, tp.partition), OFFSET_BEGINNING)
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def _restored_assignment(self) -> list[TopicPartition]:
+        """The assigned partitions whose state is restored (the others stay paused until it is)."""
+        restoring = set(self._restore.partitions) if self._restore is not None else set()
+        return [tp for tp in self.consumer.assignment() if tp.partition not in restoring]
 
     # -- rebalance ----------------------------------------------------------------------------
 
     def _on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
-        # Committed offsets first: with read_committed librdkafka waits until a previous owner's
-        # pending transactional offset commit is resolved, so the changelog read next is complete.
-        for tp in self.consumer.committed(partitions, timeout=self.config.restore_timeout_s):
-            if tp.offset >= 0:
-                self._committed[(tp.topic, tp.partition)] = tp.offset
+        """Take the partitions paused: their state is restored by the main loop (`_advance_restore`), not
+        here, so a long restore never holds up the rebalance or the poll interval. The assignment is made
+        here, before the pause, so the pause applies to it."""
+        self.consumer.assign(partitions)
         numbers = sorted({tp.partition for tp in partitions} - self.state.partitions)
+        if not numbers:
+            return
+        self.consumer.pause([tp for tp in partitions if tp.partition in numbers])
+        if self._restore is not None:  # a restore under way starts over with the new partitions too
+            self._restore.close()
+            numbers = sorted({*numbers, *self._restore.partitions})
+        self._restore = _Restore(numbers, time.monotonic())
         self.health.restoring = True
-        # The offsets are stable, but the previous owner's commit marker may still be on its way to the
-        # changelog partition: restore only once no transaction is open there, or the last snapshot is missed.
-        if numbers and not self._changelog_reader.wait_stable(numbers, 2 * self.config.transaction_timeout_ms / 1000):
-            self._log.warning("changelog_transaction_still_open", partitions=numbers)
-        restored = self._restore(numbers)
-        for partition in numbers:
+        self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
+                       restoring=numbers)
+
+    def _advance_restore(self) -> None:
+        """One slice of the restore under way (`_Restore`); once complete, the partitions are taken over and
+        resumed. Past `restore_timeout_s` in all: fatal (the processor is rebuilt)."""
+        job = self._restore
+        assert job is not None
+        elapsed = time.monotonic() - job.started
+        if elapsed > self.config.restore_timeout_s:
+            limit = self.config.restore_timeout_s
+            raise FatalProcessorError(f"restoring partitions {job.partitions} took over {limit:.0f}s "
+                                      f"(phase {job.phase}, {job.records} records)")
+        if job.phase == "offsets" and not self._fetch_committed(job):
+            return
+        if job.phase == "stable":
+            if self._changelog_reader.is_stable(job.partitions):
+                job.phase = "read"
+            elif elapsed > 2 * self.config.transaction_timeout_ms / 1000:
+                # Its producer is gone or fenced: the coordinator aborts it, its records never count.
+                self._log.warning("changelog_transaction_still_open", partitions=job.partitions)
+                job.phase = "read"
+            else:
+                return
+        if not self._read_changelog_slice(job):
+            return
+        self._restore = None
+        restored: dict[int, dict[str, S]] = {}
+        for (partition, key), value in job.latest.items():
+            if value is not None:
+                restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
+        for partition in job.partitions:
             self.state.assign(partition, restored.get(partition, {}).items())
             self._recover_calls(partition, restored.get(partition, {}))
+        resumed = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
+        if not self._paused:  # paused for calls: _flow resumes them with the rest
+            self.consumer.resume(resumed)
+        for tp in resumed:  # librdkafka #2190: a pause right after assign can lose the start position
+            committed = self._committed.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, committed))
         self.health.partitions = len(self.state.partitions)
         self.health.restoring = False
-        self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
-                       restored=sum(len(restored.get(p, {})) for p in numbers))
+        self._log.info("partitions_restored", partitions=job.partitions, records=job.records,
+                       keys=sum(len(states) for states in restored.values()),
+                       seconds=round(time.monotonic() - job.started, 3))
+
+    def _fetch_committed(self, job: _Restore) -> bool:
+        """The committed positions of the job's input partitions; False to try again next step (timed out:
+        a previous owner's transactional commit is still pending)."""
+        wanted = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
+        try:
+            with self.watchdog.guard("committed", self.config.call_deadline_s):
+                committed = self.consumer.committed(wanted, timeout=self.config.call_timeout_s)
+        except KafkaException as error:
+            kafka_error: KafkaError = error.args[0]
+            if kafka_error.code() != KafkaError._TIMED_OUT and not kafka_error.retriable():
+                raise
+            self._log.info("committed_offsets_pending", partitions=job.partitions, error=str(kafka_error))
+            return False
+        for tp in committed:
+            if tp.offset >= 0:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+        job.phase = "stable"
+        return True
+
+    def _read_changelog_slice(self, job: _Restore) -> bool:
+        """Read the changelog for up to `restore_slice_ms`; True once it is read to its end."""
+        if job.reader is None:
+            job.reader = iter(self._changelog_reader.read(job.partitions, self.config.restore_timeout_s))
+        until = time.monotonic() + self.config.restore_slice_ms / 1000
+        try:
+            for partition, key, value in job.reader:
+                job.latest[(partition, key)] = value
+                job.records += 1
+                if time.monotonic() > until:
+                    break
+            else:
+                return True
+        except ServiceError as error:
+            raise FatalProcessorError(f"changelog restore failed: {error}") from error
+        now = time.monotonic()
+        if now - job.reported >= RESTORE_PROGRESS_EVERY_S:
+            job.reported = now
+            self._log.info("restore_progress", partitions=job.partitions, records=job.records,
+                           keys=len(job.latest), seconds=round(now - job.started, 1))
+        return False
 
     def _recover_calls(self, partition: int, states: dict[str, S]) -> None:
         """Calls recorded but not answered when the partition was last owned may have been made already:
@@ -605,6 +722,13 @@ class Processor(Generic[S]):
             numbers = {tp.partition for tp in partitions}
             self._calls.revoke(numbers)
             self._completions = [c for c in self._completions if c.partition not in numbers]
+        if self._restore is not None:
+            revoked = {tp.partition for tp in partitions}
+            if revoked & set(self._restore.partitions):  # start over with what is left, if anything
+                self._restore.close()
+                left = [p for p in self._restore.partitions if p not in revoked]
+                self._restore = _Restore(left, time.monotonic()) if left else None
+                self.health.restoring = self._restore is not None
         for tp in partitions:
             self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)
@@ -612,21 +736,6 @@ class Processor(Generic[S]):
         self._poison = {p: d for p, d in self._poison.items() if (p[0], p[1]) in self._committed}
         self.health.partitions = len(self.state.partitions)
         self._log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
-
-    def _restore(self, partitions: list[int]) -> dict[int, dict[str, S]]:
-        """Read the changelog partitions to their end (last stable offset); return the live states."""
-        latest: dict[tuple[int, bytes], bytes | None] = {}
-        if partitions:
-            try:
-                for partition, key, value in self._changelog_reader.read(partitions, self.config.restore_timeout_s):
-                    latest[(partition, key)] = value
-            except ServiceError as error:
-                raise FatalProcessorError(f"changelog restore failed: {error}") from error
-        restored: dict[int, dict[str, S]] = {}
-        for (partition, key), value in latest.items():
-            if value is not None:
-                restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
-        return restored
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -98,17 +98,7 @@ def committed_records(
         consumer.close()
 
 
-def wait_until_stable(bootstrap: str, partitions: Iterable[Partition], timeout_s: float) -> bool:
-    """Wait until no transaction is open on the partitions (last stable offset == high watermark).
-
-    Returns False if one is still open after `timeout_s`: its producer is gone or fenced, and the
-    coordinator aborts it within the transaction timeout, so its records will never be committed.
-    """
+def is_stable(bootstrap: str, partitions: Iterable[Partition]) -> bool:
+    """No transaction is open on the partitions now (last stable offset == high watermark)."""
     wanted = list(partitions)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_TIMEOUT_S / 5)
+    return end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False)

@@ -8,14 +8,17 @@ producer and consumer raise whatever `KafkaError` a test schedules, so every lib
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from payments.runtime.clients import LoopClients, RebalanceCallback, WireHeaders
+from payments.runtime.processor import Processor
 
 
 @dataclass
@@ -130,6 +133,7 @@ class FakeConsumer:
         self.callbacks: dict[str, RebalanceCallback] = {}
         self.next_assignment: list[tuple[str, int]] | None = None
         self.paused: set[tuple[str, int]] = set()
+        self.assigned_by_callback = 0
         self.closed = False
 
     def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
@@ -178,6 +182,11 @@ class FakeConsumer:
         offset = 0 if partition.offset == OFFSET_BEGINNING else partition.offset
         self.positions[(partition.topic, partition.partition)] = offset
 
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Called from the assign callback: the partitions are in `positions` already (set before it runs)."""
+        assert all((tp.topic, tp.partition) in self.positions for tp in partitions)
+        self.assigned_by_callback += 1
+
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for (t, p) in sorted(self.positions)]
 
@@ -204,15 +213,20 @@ class FakeChangelog:
         self.broker = broker
         self.topic = topic
         self.reads = 0
+        self.stable_checks = 0
+        self.unstable_checks = 0  # the first this many is_stable() calls say a transaction is still open
+        self.record_delay_s = 0.0  # a slow changelog: each record takes this long to read
 
-    def wait_stable(self, partitions: Sequence[int], timeout_s: float) -> bool:
-        return True
+    def is_stable(self, partitions: Sequence[int]) -> bool:
+        self.stable_checks += 1
+        return self.stable_checks > self.unstable_checks
 
     def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
         self.reads += 1
         for partition in partitions:
             for stored in self.broker.logs.get((self.topic, partition), []):
                 assert stored.key is not None
+                time.sleep(self.record_delay_s)
                 yield partition, stored.key, stored.value
 
 
@@ -224,3 +238,12 @@ def fake_clients(broker: FakeBroker, changelog_topic: str) -> tuple[LoopClients,
 def kafka_error(*, retriable: bool = False, abortable: bool = False, fatal: bool = False,
                 code: int = KafkaError._TIMED_OUT) -> KafkaError:
     return KafkaError(code, "injected by the test", fatal=fatal, retriable=retriable, txn_requires_abort=abortable)
+
+
+def restore_assigned(processor: Processor[Any], steps_max: int = 10) -> None:
+    """Step `processor` until the partitions the fake group assigns it are restored (paused until then)."""
+    for _ in range(steps_max):
+        processor.step()
+        if processor.state.partitions and processor._restore is None:
+            return
+    raise AssertionError(f"not restored after {steps_max} steps")

@@ -25,7 +25,7 @@ from payments.runtime.config import ProcessorConfig
 from payments.runtime.logic import Call, Completion, Decision, Incoming, JsonState, NoTimers, Outgoing
 from payments.runtime.processor import Processor
 from payments.runtime.topics import Topics
-from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error
+from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error, restore_assigned
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 TOPICS = Topics("t.")
@@ -139,6 +139,7 @@ class Rig:
                                    calls=self.calls)
         self.consumer.subscribe(list(self.processor._inputs), on_assign=self.processor._on_assign,
                                 on_revoke=self.processor._on_revoke, on_lost=self.processor._on_revoke)
+        restore_assigned(self.processor)
 
     def send(self, count: int = 1) -> list[InitiatePayment]:
         sent = []

@@ -33,7 +33,7 @@ from payments.runtime.logic import Decision, Incoming, JsonState, Outgoing
 from payments.runtime.processor import Processor
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, EXIT_REBUILDS_EXHAUSTED, run_until_stopped
 from payments.runtime.topics import Topics
-from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error
+from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error, restore_assigned
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 TOPICS = Topics("t.")
@@ -119,6 +119,7 @@ class Rig:
                                    config=config or ProcessorConfig(retriable_attempts_max=3), clock=self.clock)
         self.consumer.subscribe(list(self.processor._inputs), on_assign=self.processor._on_assign,
                                 on_revoke=self.processor._on_revoke, on_lost=self.processor._on_revoke)
+        restore_assigned(self.processor)
 
     def send(self, *commands: InitiatePayment) -> None:
         for item in commands:
@@ -323,6 +324,81 @@ def test_a_rebalance_mid_stream_drops_revoked_state_and_restores_it_from_the_cha
     rig.drain()
     assert {pid: rig.processor.state_of(pid) for pid in owned} == {pid: Seen(count=2) for pid in owned}
     assert len(rig.outputs()) == 24
+
+
+def _restarted_with_history(payments: int, config: ProcessorConfig) -> tuple[Rig, list[str]]:
+    """A rig whose changelog holds `payments` states from an earlier owner; the new processor restores them."""
+    first = Rig()
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_DNS, f"history-{n}")) for n in range(payments)]
+    first.send(*(command(pid) for pid in ids))
+    first.drain(payments // 100 + 3)
+    assert all(first.processor.state_of(pid) == Seen(count=1) for pid in ids)
+    rig = Rig.__new__(Rig)
+    rig.broker, rig.clock, rig.logic = first.broker, Clock(), CountingLogic()
+    clients, rig.consumer, rig.producer = fake_clients(rig.broker, TOPICS.changelog("counter"))
+    rig.changelog = clients.changelog  # type: ignore[attr-defined]
+    rig.processor = Processor(rig.logic, clients=clients, topics=TOPICS, serde=SERDE, instance_id="i2",
+                              config=config, clock=rig.clock)
+    rig.consumer.subscribe(list(rig.processor._inputs), on_assign=rig.processor._on_assign,
+                           on_revoke=rig.processor._on_revoke, on_lost=rig.processor._on_revoke)
+    return rig, ids
+
+
+def test_a_long_restore_runs_in_slices_of_the_main_loop_with_the_partitions_paused_until_it_is_done() -> None:
+    rig, ids = _restarted_with_history(60, ProcessorConfig(restore_slice_ms=5))
+    rig.changelog.record_delay_s = 0.001  # 60 snapshots take ~60 ms: a dozen slices
+    rig.send(*(command(pid) for pid in ids))  # new commands for every restored payment, waiting
+    steps = 0
+    while True:
+        assert rig.processor.step() == 0  # nothing is decided before the state is there
+        steps += 1
+        if rig.processor._restore is None:
+            break
+        assert rig.processor.health.restoring and not rig.processor.state.partitions
+        assert rig.consumer.paused  # the assigned partitions wait
+        assert steps < 200, "the restore never finished"
+    assert steps >= 5, steps  # it really was spread over the loop's steps
+    assert not rig.consumer.paused and not rig.processor.health.restoring
+    rig.drain()
+    assert {pid: rig.processor.state_of(pid) for pid in ids} == {pid: Seen(count=2) for pid in ids}
+
+
+def test_the_restore_waits_for_a_stable_changelog_and_retries_committed_offsets_without_dying() -> None:
+    rig, ids = _restarted_with_history(10, ProcessorConfig())
+    rig.changelog.unstable_checks = 3  # a previous owner's transaction is still open for three steps
+    rig.consumer.failures.add("committed", kafka_error(code=KafkaError._TIMED_OUT), times=2)
+    for _ in range(5):  # 1 assigns, 2 and 3 time out on the committed offsets, then 3 unstable checks
+        rig.processor.step()
+        assert rig.processor._restore is not None and rig.changelog.reads == 0
+    rig.drain(3)
+    assert rig.processor._restore is None and rig.changelog.reads == 1
+    assert all(rig.processor.state_of(pid) == Seen(count=1) for pid in ids)
+
+
+def test_a_restore_past_its_timeout_is_fatal() -> None:
+    rig, _ = _restarted_with_history(10, ProcessorConfig(restore_timeout_s=0.05))
+    rig.changelog.unstable_checks = 1_000_000
+    with pytest.raises(FatalProcessorError, match="restoring partitions"):
+        for _ in range(100):
+            rig.processor.step()
+            time.sleep(0.005)
+
+
+def test_partitions_revoked_mid_restore_are_dropped_and_the_rest_restored_from_the_start() -> None:
+    rig, ids = _restarted_with_history(30, ProcessorConfig(restore_slice_ms=2))
+    rig.changelog.record_delay_s = 0.001
+    rig.processor.step()  # assigned 0, 1, 2: restoring
+    rig.processor.step()
+    assert rig.processor._restore is not None and rig.processor._restore.records > 0
+    rig.consumer.rebalance([0])
+    for _ in range(100):
+        rig.processor.step()
+        if rig.processor._restore is None:
+            break
+    assert rig.processor.state.partitions == {0}
+    kept = {pid for pid in ids if rig.processor.state_of(pid) is not None}
+    assert kept == {pid for pid in ids if zlib.crc32(pid.encode()) % 3 == 0} != set()
+    assert rig.changelog.reads == 2  # started over with partition 0 alone
 
 
 # -- per-record failures never stop a partition -----------------------------------------------------
