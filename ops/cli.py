@@ -79,7 +79,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         from orchestrator.replay import run_command as replay_orchestrator
 
         return replay_orchestrator(bootstrap=settings.bootstrap_servers, topics=settings.topics,
-                                   serde=settings.serde(), verify_only=args.verify, force=args.force)
+                                   serde=settings.serde(), verify_only=args.verify, force=args.force,
+                                   config=settings.saga())
     from projections.replay import run_command as replay_projection
 
     return replay_projection(PROJECTIONS[args.projection], bootstrap=settings.bootstrap_servers,

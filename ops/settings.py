@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     saga_time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     partners: str = "simbank"  # comma-separated: the partner names an InitiatePayment may carry
     idempotency_window_s: Positive = 86_400
+    refund_window_s: Positive = 90 * 86_400
+    retention_s: Positive = 7 * 86_400
+    clock_skew_s: Positive = 300
     claim_retry_ms: Positive = 10_000
     risk_model_file: Path | None = None
     funds_seed_file: Path | None = None
@@ -137,7 +140,17 @@ class Settings(BaseSettings):
         return RunnerConfig(batch_records_max=self.projection_batch_max)
 
     def saga(self) -> SagaConfig:
-        return SagaConfig(time_scale=self.saga_time_scale, partners=self.partner_names())
+        return SagaConfig(time_scale=self.saga_time_scale, partners=self.partner_names(),
+                          refund_window=self.refund_window, retention=self.retention,
+                          clock_skew=timedelta(seconds=self.clock_skew_s))
+
+    @property
+    def refund_window(self) -> timedelta:
+        return timedelta(seconds=self.refund_window_s)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(seconds=self.retention_s)
 
     def idempotency(self) -> IdempotencyConfig:
         return IdempotencyConfig(window=timedelta(seconds=self.idempotency_window_s))

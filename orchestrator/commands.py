@@ -9,6 +9,7 @@ state, so a command for an existing payment under another key or with other term
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 from orchestrator.config import SagaConfig
 from orchestrator.state import CANCEL_REQUESTED, TERMINAL, SagaState
@@ -43,6 +44,23 @@ def _reject(draft: Draft, code: RejectCode, detail: str, idempotency_key: str,
                 original_payment_id=original_payment_id)
 
 
+def _initiate_problem(command: InitiatePayment, now: datetime, config: SagaConfig) -> tuple[RejectCode, str] | None:
+    """Why a new payment cannot start from `command` (code, detail), or None when it can."""
+    # A forgotten payment id (docs/saga.md, "Retention") must never be started again by an old command.
+    if command.requested_at <= now - config.retention:
+        return "REQUEST_EXPIRED", f"requested at {command.requested_at.isoformat()}, {config.retention} or more ago"
+    if command.requested_at > now + config.clock_skew:
+        return "REQUESTED_IN_FUTURE", (f"requested at {command.requested_at.isoformat()}, more than "
+                                       f"{config.clock_skew} ahead of {now.isoformat()}")
+    reasons = validate_initiate(command)
+    if reasons:
+        return reasons[0].code, reasons[0].detail
+    if command.partner not in config.partners:
+        return "UNKNOWN_PARTNER", (f"partner {command.partner[:100]!r} is not one of "
+                                   f"{', '.join(sorted(config.partners))}")
+    return None
+
+
 def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig) -> None:
     state = draft.state
     digest = request_hash(command)
@@ -56,13 +74,9 @@ def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig) -> None
         _reject(draft, "IDEMPOTENCY_KEY_REUSED",
                 f"payment {command.payment_id} was initiated with other {what}", command.idempotency_key)
         return
-    reasons = validate_initiate(command)
-    if reasons:
-        _reject(draft, reasons[0].code, reasons[0].detail, command.idempotency_key)
-        return
-    if command.partner not in config.partners:
-        _reject(draft, "UNKNOWN_PARTNER", f"partner {command.partner[:100]!r} is not one of "
-                f"{', '.join(sorted(config.partners))}", command.idempotency_key)
+    problem = _initiate_problem(command, draft.now, config)
+    if problem is not None:
+        _reject(draft, *problem, command.idempotency_key)
         return
     draft.event(PaymentInitiated, payer_account=command.payer_account, payee_account=command.payee_account,
                 amount=command.amount, partner=command.partner, reference=command.reference,
@@ -96,10 +110,13 @@ def cancel(draft: Draft, command: CancelPayment) -> None:
                 command.idempotency_key)
 
 
-def _refund_problem(state: SagaState, command: RefundPayment) -> RejectCode | None:
+def _refund_problem(state: SagaState, command: RefundPayment, now: datetime,
+                    config: SagaConfig) -> RejectCode | None:
     """Why `command` cannot be refunded from `state` (an initiated payment), or None when it can."""
     if state.status != "SETTLED" or state.settled is None or state.refunded is None:
         return "INVALID_STATE"
+    if state.settled_at is not None and now > state.settled_at + config.refund_window:
+        return "REFUND_WINDOW_CLOSED"
     if command.amount.currency != state.settled.currency:
         return "CURRENCY_MISMATCH"
     if state.refunded.amount_minor + command.amount.amount_minor > state.settled.amount_minor:
@@ -107,7 +124,7 @@ def _refund_problem(state: SagaState, command: RefundPayment) -> RejectCode | No
     return None
 
 
-def refund(draft: Draft, command: RefundPayment) -> None:
+def refund(draft: Draft, command: RefundPayment, config: SagaConfig) -> None:
     state = draft.state
     if state is not None and state.status == "REJECTED":
         return  # a rejected payment id is inert
@@ -118,7 +135,7 @@ def refund(draft: Draft, command: RefundPayment) -> None:
     if code is None and state is not None and command.refund_id in state.refund_ids:
         return  # this refund was already made
     if code is None and state is not None:
-        code = _refund_problem(state, command)
+        code = _refund_problem(state, command, draft.now, config)
     if code is not None:
         draft.event(RefundRejected, refund_id=command.refund_id, reason_code=code)
         return

@@ -7,8 +7,10 @@ import uuid
 _NAMESPACE = uuid.UUID("6f1c3f5e-8a52-4c1e-9d0b-2b8f0e7f4a10")
 
 
-def event_id(payment_id: str, seq: int) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"event:{payment_id}:{seq}"))
+def event_id(payment_id: str, seq: int, causation_id: str) -> str:
+    """Unique per committed event, also across a payment id's generations: a payment forgotten after its
+    retention (docs/saga.md) starts again at seq 1 if a command finds it, caused by another message."""
+    return str(uuid.uuid5(_NAMESPACE, f"event:{payment_id}:{seq}:{causation_id}"))
 
 
 def derived_id(*parts: str) -> str:

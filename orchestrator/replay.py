@@ -9,6 +9,9 @@ the orchestrator stopped (it refuses while the orchestrator's consumer group has
      and fold each payment's events, in seq order, with `orchestrator.state.apply`; an event that
      cannot follow the payment's state (a gap, a duplicate, an unknown type) is an error and
      nothing is written;
+  2b. set aside the payments whose retention is over as of now (docs/saga.md, "Retention"): the
+     orchestrator deletes those states, so they are neither compared nor written (a live snapshot
+     of one is tombstoned);
   3. read the live changelog to its end and compare (latest value per key, decoded) with the fold:
      `missing` (no snapshot), `different`, `extra` (a snapshot of a payment without events), and
      `misplaced` (on another partition than the payment's events);
@@ -26,14 +29,16 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from orchestrator.config import SagaConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.saga import OrchestratorLogic
-from orchestrator.state import SagaState, SagaStateError, apply
+from orchestrator.state import RETIRABLE, SagaState, SagaStateError, apply
 from payments.contracts.base import SagaEvent
 from payments.contracts.codec import Serde
 from payments.contracts.errors import ContractError
@@ -85,6 +90,7 @@ class OrchestratorReplayResult:
     written: int = 0  # snapshots written (0 with verify_only)
     tombstones: int = 0
     transactions: int = 0
+    retired: int = 0  # payments folded whose retention is over: not kept
 
     @property
     def payments_per_s(self) -> float:
@@ -96,7 +102,7 @@ class OrchestratorReplayResult:
 
 
 def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 600.0,
-                out: TextIO | None = None) -> Folded:
+                out: TextIO | None = None, logic: OrchestratorLogic | None = None) -> Folded:
     """Read `topic` from offset zero to the end offsets captured now; fold every payment's events."""
     folded = Folded()
     shown = time.monotonic()
@@ -104,7 +110,7 @@ def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 
         for record in committed_records(bootstrap, partitions_of(bootstrap, [topic]), timeout_s=timeout_s):
             partition, offset = record.partition(), record.offset()
             assert partition is not None and offset is not None
-            _fold_record(folded, serde, partition, offset, record.value())
+            _fold_record(folded, serde, partition, offset, record.value(), logic=logic)
             if out is not None and time.monotonic() - shown > 0.5:
                 shown = time.monotonic()
                 out.write(f"\rread {folded.events} events of {len(folded.states)} payments")
@@ -116,7 +122,8 @@ def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 
     return folded
 
 
-def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, value: bytes | None) -> None:
+def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, value: bytes | None, *,
+                 logic: OrchestratorLogic | None = None) -> None:
     if value is None:
         return
     try:
@@ -133,8 +140,13 @@ def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, valu
     if folded.partitions.setdefault(payment_id, partition) != partition:
         folded.errors[payment_id] = f"events on partitions {folded.partitions[payment_id]} and {partition}"
         return
+    state = folded.states.get(payment_id)
+    if state is not None and event.seq == 1 and logic is not None:
+        at = logic.next_deadline(state) if state.status in RETIRABLE else None
+        if at is not None and at <= event.occurred_at:
+            state = None  # the orchestrator had forgotten it: the id's next generation starts here
     try:
-        folded.states[payment_id] = apply(folded.states.get(payment_id), event)
+        folded.states[payment_id] = apply(state, event)
     except SagaStateError as error:
         folded.errors[payment_id] = f"{type(event).__name__}#{event.seq} at {partition}@{offset}: {error}"
 
@@ -246,10 +258,25 @@ def orchestrator_group_members(bootstrap: str, group: str, *, timeout_s: float =
     raise AssertionError("unreachable: the loop returns or raises")
 
 
+def retire(folded: Folded, live: dict[str, tuple[int, SagaState]], logic: OrchestratorLogic,
+           now: datetime) -> list[tuple[int, str]]:
+    """Step 2b: drop from `folded` (and `live`) the payments whose retention is over; return the live
+    snapshots of those as (partition, payment id), to be tombstoned."""
+    retired = [pid for pid, state in folded.states.items()
+               if state.status in RETIRABLE and (at := logic.next_deadline(state)) is not None and at <= now]
+    stale: list[tuple[int, str]] = []
+    for pid in retired:
+        del folded.states[pid]
+        if pid in live:
+            stale.append((live.pop(pid)[0], pid))
+    return stale
+
+
 def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool = False,
-                        force: bool = False, batch_size: int = 1000,
-                        out: TextIO = sys.stderr) -> OrchestratorReplayResult:
-    """Steps 1-4 of the module docstring."""
+                        force: bool = False, batch_size: int = 1000, config: SagaConfig | None = None,
+                        now: datetime | None = None, out: TextIO = sys.stderr) -> OrchestratorReplayResult:
+    """Steps 1-4 of the module docstring. `config` gives the retention (the orchestrator's own)."""
+    logic = OrchestratorLogic(config)
     changelog = topics.changelog(SERVICE)
     if not verify_only and not force:
         members = orchestrator_group_members(bootstrap, topics.group(SERVICE))
@@ -267,22 +294,25 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
                                       f"{counts[topics.events]}: co-partitioning requires equal counts")
 
     started = time.monotonic()
-    folded = fold_events(bootstrap, topics.events, serde, out=out)
+    folded = fold_events(bootstrap, topics.events, serde, out=out, logic=logic)
     if folded.errors:
         listed = "; ".join(f"{key}: {why}" for key, why in sorted(folded.errors.items())[:20])
         raise OrchestratorReplayError(f"{len(folded.errors)} payment(s) cannot be folded, nothing written: {listed}")
     live = live_states(bootstrap, changelog)
-    result = OrchestratorReplayResult(payments=len(folded.states), events=folded.events,
-                                      differences=compare(folded, live), read_s=time.monotonic() - started)
+    folded_count = len(folded.states)
+    stale = retire(folded, live, logic, now or datetime.now(UTC))
+    result = OrchestratorReplayResult(payments=folded_count, events=folded.events,
+                                      differences=compare(folded, live), read_s=time.monotonic() - started,
+                                      retired=folded_count - len(folded.states))
     if verify_only:
         return result
 
     started = time.monotonic()
-    logic = OrchestratorLogic()
     records: list[tuple[int, str, bytes | None]] = [
         (folded.partitions[pid], pid, logic.encode_state(state)) for pid, state in folded.states.items()]
     extra = [d.payment_id for d in result.differences if d.kind == "extra"]
     records += [(live[pid][0], pid, None) for pid in extra]
+    records += [(partition, pid, None) for partition, pid in stale]
     # A snapshot left on another partition is superseded there by a tombstone.
     records += [(live[d.payment_id][0], d.payment_id, None) for d in result.differences
                 if d.kind == "misplaced" or (d.kind == "different"
@@ -294,16 +324,18 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
     return result
 
 
-def run_command(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool, force: bool) -> int:
+def run_command(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool, force: bool,
+                config: SagaConfig | None = None) -> int:
     """`payments replay orchestrator [--verify] [--force]`; prints the outcome, returns the exit code
     (0 done or no differences, 1 failed, 2 --verify found differences)."""
     try:
         result = replay_orchestrator(bootstrap=bootstrap, topics=topics, serde=serde, verify_only=verify_only,
-                                     force=force)
+                                     force=force, config=config)
     except OrchestratorReplayError as error:
         print(f"payments replay orchestrator: {error}", file=sys.stderr)
         return 1
-    print(f"folded {result.events} events into {result.payments} saga states in {result.read_s:.1f}s")
+    print(f"folded {result.events} events into {result.payments} saga states in {result.read_s:.1f}s "
+          f"({result.retired} past their retention, not kept)")
     for difference in result.differences[:50]:
         print(f"  {difference.describe()}")
     if len(result.differences) > 50:

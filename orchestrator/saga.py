@@ -13,7 +13,7 @@ from typing import ClassVar
 from orchestrator import commands, replies, timers
 from orchestrator.commands import request_hash
 from orchestrator.config import SagaConfig
-from orchestrator.state import SagaState, fold
+from orchestrator.state import RETIRABLE, SagaState, fold, forget_at
 from orchestrator.steps import Draft
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.envelope import Envelope
@@ -51,7 +51,7 @@ def _route(draft: Draft, message: Message, config: SagaConfig) -> None:  # noqa:
         case CancelPayment():
             return commands.cancel(draft, message)
         case RefundPayment():
-            return commands.refund(draft, message)
+            return commands.refund(draft, message, config)
         case RiskAssessmentCompleted():
             return replies.risk_completed(draft, message)
         case FundsReservationResult():
@@ -92,10 +92,16 @@ class OrchestratorLogic(JsonState[SagaState]):
         deadline = self.next_deadline(state)
         if deadline is None or deadline > now:
             return Decision(state)
+        if state.status in RETIRABLE:  # retained long enough: forget it (a tombstone; no event)
+            return Decision(None)
         draft = Draft(payment_id=key, state=state, now=now, causation_id=timers.timer_id(state),
                       time_scale=self.config.time_scale)
         timers.fire(draft)
         return draft.decision()
 
     def next_deadline(self, state: SagaState) -> datetime | None:
-        return timers.next_deadline(state, self.config.time_scale)
+        """The awaited step's reply window, or for a finished payment the end of its retention."""
+        step = timers.next_deadline(state, self.config.time_scale)
+        if step is not None:
+            return step
+        return forget_at(state, self.config.retention, self.config.refund_window, self.config.clock_skew)

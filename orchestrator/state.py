@@ -8,7 +8,7 @@ timer included (the timer is derived from `awaiting`, see `orchestrator.timers`)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -122,6 +122,10 @@ class SagaState(_Frozen):
     settled: Money | None = None
     refunded: Money | None = None
     refund_ids: tuple[str, ...] = ()
+    # When the last event happened, and the settlement: what retention and the refund window count from.
+    # None only in snapshots written before they existed (such a state is never deleted).
+    updated_at: datetime | None = None
+    settled_at: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -235,7 +239,7 @@ def _update(state: SagaState, event: SagaEvent) -> dict[str, object]:  # noqa: P
             return {"funds_committed": True, "awaiting": None}
         case PaymentSettled():
             return {"status": "SETTLED", "awaiting": None, "settled": event.amount,
-                    "refunded": Money.zero(event.amount.currency)}
+                    "refunded": Money.zero(event.amount.currency), "settled_at": at}
         case PaymentFailed():
             return {"status": "FAILED", "awaiting": None}
         case PaymentCancelled():
@@ -252,13 +256,13 @@ def apply(state: SagaState | None, event: SagaEvent) -> SagaState:
     if state is None:
         if event.seq != 1:
             raise SagaStateError(f"the first event of {event.payment_id} has seq {event.seq}")
-        return _first(event)
+        return _first(event).model_copy(update={"updated_at": event.occurred_at})
     if event.payment_id != state.payment_id or event.seq != state.seq + 1:
         raise SagaStateError(f"event {event.payment_id}#{event.seq} cannot follow {state.payment_id}#{state.seq}")
     if isinstance(event, PaymentInitiated):
-        return _initiated(event, state)
+        return _initiated(event, state).model_copy(update={"updated_at": event.occurred_at})
     update = _update(state, event)
-    return state.model_copy(update={**update, "seq": event.seq})
+    return state.model_copy(update={**update, "seq": event.seq, "updated_at": event.occurred_at})
 
 
 def fold(events: Iterable[SagaEvent]) -> SagaState | None:
@@ -267,3 +271,23 @@ def fold(events: Iterable[SagaEvent]) -> SagaState | None:
     for event in events:
         state = apply(state, event)
     return state
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+# States that wait for nothing more: deleted once retained long enough. UNKNOWN holds only rejections of
+# commands for a payment that does not exist. An alert state (ALERT) waits for an operator: never deleted.
+RETIRABLE: Final[frozenset[str]] = TERMINAL | {"UNKNOWN"}
+
+
+def forget_at(state: SagaState, retention: timedelta, refund_window: timedelta,
+              clock_skew: timedelta = timedelta(0)) -> datetime | None:
+    """When the state may be deleted: `retention` (+ the tolerated clock skew of requested_at) after its
+    last event, and for a settled payment not before its refund window closed. None while it may still
+    change on its own, or for an old snapshot without `updated_at`."""
+    if state.status not in RETIRABLE or state.updated_at is None:
+        return None
+    at = state.updated_at + retention + clock_skew
+    if state.status == "SETTLED" and state.settled_at is not None:
+        at = max(at, state.settled_at + refund_window)
+    return at

@@ -50,7 +50,7 @@ class Draft:
     def event(self, cls: type[E], **fields: Any) -> E:
         """Emit the next event of the payment and fold it into the state."""
         seq = (self.state.seq if self.state is not None else 0) + 1
-        made = cls(event_id=event_id(self.payment_id, seq), payment_id=self.payment_id, seq=seq,
+        made = cls(event_id=event_id(self.payment_id, seq, self.causation_id), payment_id=self.payment_id, seq=seq,
                    occurred_at=self.now, causation_id=self.causation_id, **fields)
         self.state = apply(self.state, made)
         self.outgoing.append(Outgoing(EVENTS, self.payment_id, made))

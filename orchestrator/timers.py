@@ -25,7 +25,8 @@ def timer_id(state: SagaState) -> str:
     """The causation id of what a timer firing emits (a timer has no incoming message)."""
     awaiting = state.awaiting
     assert awaiting is not None
-    return derived_id(state.payment_id, "timer", awaiting.step, str(state.submit_attempt), str(awaiting.attempt))
+    return derived_id(state.payment_id, "timer", awaiting.step, str(state.submit_attempt), str(awaiting.attempt),
+                      awaiting.since.isoformat())
 
 
 def fire(draft: Draft) -> None:

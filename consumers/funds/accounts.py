@@ -9,6 +9,7 @@ All amounts are integer minor units. Per account and currency:
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -19,8 +20,8 @@ from consumers.errors import ParticipantError
 from payments.money import Money, MoneyError
 
 SEED_FILE: Final = "seed-accounts.json"
-FINISHED_HOLDS_MAX: Final = 1_000  # released/committed holds kept per account for idempotent replies
-ANSWERS_MAX: Final = 1_000  # answered command ids kept per account for exact redelivery replies
+# Finished (released/committed) holds and answered command ids are kept this long for idempotent replies.
+RETENTION: Final = timedelta(days=7)
 
 HoldStatus = Literal["HELD", "RELEASED", "COMMITTED"]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -61,6 +62,7 @@ class Hold(BaseModel):
     payment_id: str
     amount: Money
     status: HoldStatus = "HELD"
+    finished_at: datetime | None = None  # when released or committed (retention counts from it)
 
 
 class Account(BaseModel):
@@ -90,31 +92,43 @@ class Account(BaseModel):
         holds = {**self.holds, hold_id: Hold(payment_id=payment_id, amount=amount)}
         return self._with(amount.currency, after, holds)
 
-    def release(self, hold_id: str) -> Account:
+    def release(self, hold_id: str, now: datetime) -> Account:
         hold = self.holds[hold_id]
         assert hold.status == "HELD"
         before = self.balance(hold.amount.currency)
         after = before.model_copy(update={"available": before.available + hold.amount.amount_minor,
                                           "held": before.held - hold.amount.amount_minor})
-        return self._with(hold.amount.currency, after, self._finish(hold_id, "RELEASED"))
+        return self._with(hold.amount.currency, after, self._finish(hold_id, "RELEASED", now))
 
-    def commit(self, hold_id: str) -> Account:
+    def commit(self, hold_id: str, now: datetime) -> Account:
         """The held amount leaves the account: a debit of the payer."""
         hold = self.holds[hold_id]
         assert hold.status == "HELD"
         before = self.balance(hold.amount.currency)
         after = before.model_copy(update={"held": before.held - hold.amount.amount_minor,
                                           "debited": before.debited + hold.amount.amount_minor})
-        return self._with(hold.amount.currency, after, self._finish(hold_id, "COMMITTED"))
+        return self._with(hold.amount.currency, after, self._finish(hold_id, "COMMITTED", now))
 
-    def _finish(self, hold_id: str, status: HoldStatus) -> dict[str, Hold]:
-        # Re-insert at the end so dict order is "order finished"; the oldest finished holds go first.
+    def _finish(self, hold_id: str, status: HoldStatus, now: datetime) -> dict[str, Hold]:
+        # Re-insert at the end so dict order is "order finished"; the oldest finished holds come first.
         holds = {key: hold for key, hold in self.holds.items() if key != hold_id}
-        holds[hold_id] = self.holds[hold_id].model_copy(update={"status": status})
-        finished = [key for key, hold in holds.items() if hold.status != "HELD"]
-        for key in finished[: max(0, len(finished) - FINISHED_HOLDS_MAX)]:
-            del holds[key]
+        holds[hold_id] = self.holds[hold_id].model_copy(update={"status": status, "finished_at": now})
         return holds
+
+    def forget_finished(self, before: datetime) -> Account:
+        """Without the holds finished at or before `before` (open holds always stay). Holds are in the
+        order they finished, so this stops at the first one finished later."""
+        old: list[str] = []
+        for key, hold in self.holds.items():
+            if hold.status == "HELD":
+                continue  # open: kept whatever its age
+            if hold.finished_at is not None and hold.finished_at > before:
+                break
+            old.append(key)  # finished before holds carried a time counts as old: those are the oldest
+        if not old:
+            return self
+        gone = set(old)
+        return self.model_copy(update={"holds": {k: h for k, h in self.holds.items() if k not in gone}})
 
     def _with(self, currency: str, balance: Balance, holds: dict[str, Hold]) -> Account:
         account = self.model_copy(update={"balances": {**self.balances, currency: balance}, "holds": holds})

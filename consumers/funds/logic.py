@@ -11,18 +11,23 @@ Idempotency, two layers:
     outcome again (release of a released hold -> RELEASED), so compensation retries are safe.
 
 An account with no state yet starts from the seed file; an account absent from it is unknown.
+
+Retention (docs/participants.md): an account keeps its balances and open holds for ever; a finished
+hold and an answered command id are kept `retention` (7 days) after they finished or were answered,
+then dropped with the account's next change. A command issued `retention` or longer ago is
+dead-lettered (StaleCommand), never applied: what it would repeat may have been forgotten.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from consumers.funds.accounts import (
-    ANSWERS_MAX,
+    RETENTION,
     Account,
     HoldConflictError,
     InvalidFundsCommandError,
@@ -42,7 +47,7 @@ from payments.contracts.participants import (
 )
 from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
-from payments.runtime.logic import Decision, Incoming, JsonState, NoTimers, Outgoing
+from payments.runtime.logic import Decision, Incoming, InputRejected, JsonState, NoTimers, Outgoing
 
 SERVICE = "funds"
 FundsCommand = ReserveFunds | ReleaseFunds | CommitFunds
@@ -59,17 +64,23 @@ class FundsAnswer(BaseModel):
     hold_id: str
     outcome: str
     available: Money | None = None
+    at: datetime | None = None  # when answered (retention counts from it)
 
 
 class FundsState(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     account: Account
-    answers: dict[str, FundsAnswer] = {}
+    answers: dict[str, FundsAnswer] = {}  # in the order answered
 
-    def answered(self, command_id: str, answer: FundsAnswer) -> dict[str, FundsAnswer]:
-        kept = list(self.answers.items())[-(ANSWERS_MAX - 1):]
-        return {**dict(kept), command_id: answer}
+    def answered(self, command_id: str, answer: FundsAnswer, forget_before: datetime) -> dict[str, FundsAnswer]:
+        """The answers with this one, without those answered at or before `forget_before`."""
+        old = 0
+        for earlier in self.answers.values():
+            if earlier.at is not None and earlier.at > forget_before:
+                break
+            old += 1  # answered before answers carried a time count as old too: they are the oldest
+        return {**dict(list(self.answers.items())[old:]), command_id: answer}
 
 
 def reply_of(command_id: str, answer: FundsAnswer) -> FundsReply:
@@ -100,23 +111,23 @@ def reserve(account: Account, command: ReserveFunds) -> tuple[Account, Reservati
     return after, "RESERVED", _available(after, amount.currency)
 
 
-def release(account: Account, hold_id: str) -> tuple[Account, ReleaseOutcome]:
+def release(account: Account, hold_id: str, now: datetime) -> tuple[Account, ReleaseOutcome]:
     hold = account.holds.get(hold_id)
     if hold is None or hold.status == "COMMITTED":  # a committed debit cannot be released: refunds reverse it
         return account, "UNKNOWN_HOLD"
     if hold.status == "RELEASED":
         return account, "RELEASED"
-    return account.release(hold_id), "RELEASED"
+    return account.release(hold_id, now), "RELEASED"
 
 
-def commit(account: Account, hold_id: str) -> tuple[Account, CommitOutcome]:
+def commit(account: Account, hold_id: str, now: datetime) -> tuple[Account, CommitOutcome]:
     hold = account.holds.get(hold_id)
     if hold is None or hold.status == "RELEASED":
         return account, "UNKNOWN_HOLD"
     if hold.status == "COMMITTED":
         return account, "COMMITTED"
     # The payee's credit is not booked here (no message type for it yet): see docs/participants.md.
-    return account.commit(hold_id), "COMMITTED"
+    return account.commit(hold_id, now), "COMMITTED"
 
 
 def _available(account: Account, currency: str) -> Money:
@@ -131,8 +142,10 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
     input_topics: ClassVar[tuple[str, ...]] = (FUNDS_COMMANDS,)
     output_topics: ClassVar[tuple[str, ...]] = (FUNDS_REPLIES,)
 
-    def __init__(self, seed: dict[str, Account] | None = None, seed_path: Path | None = None) -> None:
+    def __init__(self, seed: dict[str, Account] | None = None, seed_path: Path | None = None,
+                 retention: timedelta = RETENTION) -> None:
         self.seed = seed if seed is not None else load_seed(seed_path)
+        self.retention = retention
 
     def key_of(self, message: Message, envelope: Envelope) -> str:
         if isinstance(message, ReserveFunds | ReleaseFunds | CommitFunds):
@@ -145,6 +158,11 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
             return Decision(state)
         if state is not None and command.command_id in state.answers:
             return self._reply(state, command.command_id, state.answers[command.command_id])
+        forget_before = now - self.retention
+        if command.issued_at <= forget_before:
+            raise InputRejected("StaleCommand", "stale_command", f"{type(command).__name__} {command.command_id} "
+                                f"was issued at {command.issued_at.isoformat()}, {self.retention} or more ago: "
+                                "not applied")
         if state is None:
             seeded = self.seed.get(command.account)
             if seeded is None:
@@ -156,14 +174,16 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
             answer = FundsAnswer(kind="reserve", payment_id=command.payment_id, hold_id=command.hold_id,
                                  outcome=reserved, available=available)
         elif isinstance(command, ReleaseFunds):
-            account, released = release(account, command.hold_id)
+            account, released = release(account, command.hold_id, now)
             answer = FundsAnswer(kind="release", payment_id=command.payment_id, hold_id=command.hold_id,
                                  outcome=released)
         else:
-            account, committed = commit(account, command.hold_id)
+            account, committed = commit(account, command.hold_id, now)
             answer = FundsAnswer(kind="commit", payment_id=command.payment_id, hold_id=command.hold_id,
                                  outcome=committed)
-        new_state = FundsState(account=account, answers=state.answered(command.command_id, answer))
+        answer = answer.model_copy(update={"at": now})
+        new_state = FundsState(account=account.forget_finished(forget_before),
+                               answers=state.answered(command.command_id, answer, forget_before))
         return self._reply(new_state, command.command_id, answer)
 
     def _unknown_account(self, command: FundsCommand) -> Decision[FundsState]:

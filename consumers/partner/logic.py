@@ -18,6 +18,10 @@ submission after it (the saga has moved on to asking), and answers ERROR / PARTN
 
 State per payment: the calls out (by command id) and the answers given, so a redelivered command gets
 its first reply back (same reply_id and content) without calling the partner again.
+
+Retention: once no call is out, a payment's state is deleted `retention` after its last answer. A
+command redelivered after that is long past its `expires_at`, so it is answered without a call
+(ERROR / PARTNER_UNAVAILABLE for a submission, PENDING for a query): never a second submission.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from payments.contracts.participants import (
 )
 from payments.contracts.topics import PARTNER_COMMANDS, PARTNER_REPLIES
 from payments.money import Money
-from payments.runtime.logic import Call, Completion, Decision, Incoming, JsonState, NoTimers, Outgoing
+from payments.runtime.logic import Call, Completion, Decision, Forgets, Incoming, JsonState, Outgoing
 
 SERVICE: Final = "partner"
 ANSWERS_MAX: Final = 64  # per payment: a few submissions and queries at most
 # A command without expires_at (SubmitToPartner / QueryPartnerPayment v1) may be sent this long after issue.
 DEFAULT_CALL_WINDOW: Final = timedelta(seconds=60)
+RETENTION: Final = timedelta(days=7)
 # Reason codes of the gateway's own ERROR answers (the partner's codes are passed through verbatim).
 TIMEOUT: Final = "TIMEOUT"  # the submission may have reached the partner; its outcome is unknown
 PARTNER_UNAVAILABLE: Final = "PARTNER_UNAVAILABLE"  # not sent: the partner could not be reached before expires_at
@@ -87,14 +92,15 @@ class PartnerState(BaseModel):
 
     pending: dict[str, PendingCall] = {}
     answers: dict[str, PartnerAnswer] = {}
+    last_at: datetime | None = None  # the last answer (retention counts from it)
 
     def calling(self, call: PendingCall) -> PartnerState:
-        return PartnerState(pending={**self.pending, call.command_id: call}, answers=self.answers)
+        return self.model_copy(update={"pending": {**self.pending, call.command_id: call}})
 
-    def answered(self, command_id: str, answer: PartnerAnswer) -> PartnerState:
+    def answered(self, command_id: str, answer: PartnerAnswer, now: datetime) -> PartnerState:
         kept = list(self.answers.items())[-(ANSWERS_MAX - 1):]
         pending = {cid: call for cid, call in self.pending.items() if cid != command_id}
-        return PartnerState(pending=pending, answers={**dict(kept), command_id: answer})
+        return PartnerState(pending=pending, answers={**dict(kept), command_id: answer}, last_at=now)
 
 
 def reply_of(payment_id: str, command_id: str, answer: PartnerAnswer) -> PartnerSubmissionResult | PartnerQueryResult:
@@ -116,13 +122,21 @@ def pending_call(command: SubmitToPartner | QueryPartnerPayment) -> PendingCall:
                        partner=command.partner, expires_at=expires_at)
 
 
-class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
+class PartnerGatewayLogic(JsonState[PartnerState], Forgets[PartnerState]):
     """The `Logic` (and `Calling`) of the partner service; its calls are made by consumers.partner.caller."""
 
     state_model = PartnerState
     service: ClassVar[str] = SERVICE
     input_topics: ClassVar[tuple[str, ...]] = (PARTNER_COMMANDS,)
     output_topics: ClassVar[tuple[str, ...]] = (PARTNER_REPLIES,)
+
+    def __init__(self, retention: timedelta = RETENTION) -> None:
+        self.retention = retention
+
+    def forget_at(self, state: PartnerState) -> datetime | None:
+        if state.pending or state.last_at is None:
+            return None  # a call is out: its answer must find the state
+        return state.last_at + self.retention
 
     def key_of(self, message: Message, envelope: Envelope) -> str:
         return message.payment_id
@@ -141,7 +155,7 @@ class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
         call = pending_call(command)
         if now >= call.expires_at:  # the saga stopped waiting for it: never send it now
             return self._answer(current, command.payment_id, command.command_id,
-                                call.unanswered(PARTNER_UNAVAILABLE))
+                                call.unanswered(PARTNER_UNAVAILABLE), now)
         return Decision(current.calling(call))
 
     # -- Calling --------------------------------------------------------------------------------
@@ -152,10 +166,10 @@ class PartnerGatewayLogic(JsonState[PartnerState], NoTimers[PartnerState]):
     def complete(self, state: PartnerState, completion: Completion, now: datetime) -> Decision[PartnerState]:
         answer = completion.result
         assert isinstance(answer, PartnerAnswer), f"a partner call returned {type(answer).__name__}"
-        return self._answer(state, completion.key, completion.call_id, answer)
+        return self._answer(state, completion.key, completion.call_id, answer, now)
 
     @staticmethod
     def _answer(state: PartnerState, payment_id: str, command_id: str,
-                answer: PartnerAnswer) -> Decision[PartnerState]:
+                answer: PartnerAnswer, now: datetime) -> Decision[PartnerState]:
         reply = reply_of(payment_id, command_id, answer)
-        return Decision(state.answered(command_id, answer), (Outgoing(PARTNER_REPLIES, payment_id, reply),))
+        return Decision(state.answered(command_id, answer, now), (Outgoing(PARTNER_REPLIES, payment_id, reply),))

@@ -22,6 +22,9 @@ RejectCode = Literal[
     "REFUND_EXCEEDS_SETTLED",
     "UNKNOWN_PARTNER",  # since PaymentRejected v2
     "DUPLICATE_REQUEST",  # since PaymentRejected/RefundRejected v2: see original_payment_id / original_refund_id
+    "REFUND_WINDOW_CLOSED",  # a refund asked for longer after the settlement than the refund window
+    "REQUEST_EXPIRED",  # an InitiatePayment requested longer ago than the saga's retention
+    "REQUESTED_IN_FUTURE",  # an InitiatePayment requested ahead of the saga's clock by more than the skew allowed
 ]
 REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
 

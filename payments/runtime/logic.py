@@ -157,6 +157,21 @@ class NoTimers(Generic[S]):
         return None
 
 
+class Forgets(Generic[S]):
+    """Timers for a state kept only to answer repeats: deleted (a tombstone) once `forget_at(state)` passed.
+    The subclass says when; None keeps the state (it still has work under way)."""
+
+    def forget_at(self, state: S) -> datetime | None:
+        raise NotImplementedError
+
+    def next_deadline(self, state: S) -> datetime | None:
+        return self.forget_at(state)
+
+    def fire_timers(self, key: str, state: S, now: datetime) -> Decision[S]:
+        at = self.forget_at(state)
+        return Decision(None) if at is not None and at <= now else Decision(state)
+
+
 class NoState:
     """For a stateless service: nothing is kept, nothing is snapshotted, nothing fires."""
 

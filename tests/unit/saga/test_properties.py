@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from orchestrator.policy import POLICIES
-from orchestrator.state import ALERT, TERMINAL, fold
+from orchestrator.state import ALERT, RETIRABLE, TERMINAL, fold
 from payments.contracts.base import Message, ParticipantCommand
 from payments.contracts.events import (
     FundsCommitted,
@@ -158,7 +158,9 @@ class SagaMachine(RuleBasedStateMachine):
         self.saga.advance(timedelta(seconds=seconds))
         self._check_step(before, None)
 
-    @precondition(lambda self: self.saga.state is not None and self.saga.logic.next_deadline(self.saga.state))
+    # Step timers only: a finished payment's retention timer deletes it (tests/unit/saga/test_retention.py).
+    @precondition(lambda self: self.saga.state is not None and self.saga.status not in RETIRABLE
+                  and self.saga.logic.next_deadline(self.saga.state))
     @rule()
     def expire(self) -> None:
         before = len(self.saga.events)

@@ -56,7 +56,7 @@ def test_valid_initiate_emits_initiated_and_asks_risk() -> None:
     assert [(o.destination, o.key) for o in out] == [("payments.events", PAYMENT_ID), ("risk.commands", PAYMENT_ID)]
     assert saga.status == "AWAITING_RISK"
     event = saga.events[0]
-    assert (event.seq, event.event_id) == (1, event_id(PAYMENT_ID, 1))
+    assert (event.seq, event.event_id) == (1, event_id(PAYMENT_ID, 1, event.causation_id))
     assert event.causation_id == initiate().command_id
 
 
@@ -127,7 +127,8 @@ def test_commit_settles_the_payment() -> None:
     settled = saga.emitted(PaymentSettled)[0]
     assert (settled.partner_reference, settled.amount.amount_minor) == ("ref-1", 1250)
     assert saga.status == "SETTLED"
-    assert saga.logic.next_deadline(saga.state) is None  # type: ignore[arg-type]
+    # No step timer: only the end of its retention, when the refund window (90 days) closes.
+    assert saga.logic.next_deadline(saga.state) == saga.now + timedelta(days=90)  # type: ignore[arg-type]
 
 
 def test_partner_decline_releases_funds_then_fails_at_stage_partner() -> None:
