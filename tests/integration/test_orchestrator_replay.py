@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,7 @@ from tests.support import (
     wait_for,
 )
 from tests.unit.saga.harness import (
+    START,
     Saga,
     commit_reply,
     initiate,
@@ -231,8 +233,9 @@ def test_orchestrator_replay_of_many_payments_writes_their_folded_states_in_boun
     for start in range(0, len(events), 5000):
         produce_events(kafka_bootstrap, topics.events, events[start:start + 5000], transactional=True)
 
+    now = START + timedelta(hours=1)  # the synthetic sagas happened at START: inside their retention
     result = replay_orchestrator(bootstrap=kafka_bootstrap, topics=topics, serde=serde(), batch_size=1000,
-                                 out=io.StringIO())
+                                 out=io.StringIO(), now=now)
     sys.stderr.write(f"\norchestrator replay: {result.payments} payments, {result.events} events in "
                      f"{result.read_s:.2f}s read + {result.write_s:.2f}s write = {result.payments_per_s:,.0f} "
                      f"payments/s, {result.transactions} transactions\n")
@@ -244,7 +247,15 @@ def test_orchestrator_replay_of_many_payments_writes_their_folded_states_in_boun
     partitions = {r.key.decode(): r.partition for r in read_all(kafka_bootstrap, topics.events) if r.key}
     assert {pid: partition for pid, (partition, _s) in rebuilt.items()} == partitions
     assert replay_orchestrator(bootstrap=kafka_bootstrap, topics=topics, serde=serde(),
-                               verify_only=True).differences == []
+                               verify_only=True, now=now).differences == []
+
+    # 200 days later every finished payment is past its retention (90-day refund window): the replay
+    # keeps only the live ones (awaiting risk, submitted) and tombstones the others' snapshots.
+    later = replay_orchestrator(bootstrap=kafka_bootstrap, topics=topics, serde=serde(), batch_size=1000,
+                                out=io.StringIO(), now=START + timedelta(days=200))
+    live = {saga.payment_id for i, saga in enumerate(sagas) if i % 5 in (3, 4)}
+    assert (later.retired, later.written, later.tombstones) == (3000, 2000, 3000)
+    assert set(live_states(kafka_bootstrap, topics.changelog("orchestrator"))) == live
 
 
 def test_the_running_check_counts_no_members_only_when_the_group_does_not_exist(kafka_bootstrap: str) -> None:
