@@ -103,7 +103,7 @@ class _Restore:
     started: float
     phase: str = "offsets"
     reader: Iterator[tuple[int, bytes, bytes | None]] | None = None
-    latest: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
+    latest: dict[tuple[int, bytes], bytes] = field(default_factory=dict)  # live keys only
     records: int = 0
     reported: float = 0.0
 
@@ -644,8 +644,7 @@ class Processor(Generic[S]):
         self._restore = None
         restored: dict[int, dict[str, S]] = {}
         for (partition, key), value in job.latest.items():
-            if value is not None:
-                restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
+            restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
         for partition in job.partitions:
             self.state.assign(partition, restored.get(partition, {}).items())
             self._recover_calls(partition, restored.get(partition, {}))
@@ -687,7 +686,10 @@ class Processor(Generic[S]):
         until = time.monotonic() + self.config.restore_slice_ms / 1000
         try:
             for partition, key, value in job.reader:
-                job.latest[(partition, key)] = value
+                if value is None:  # read from the start in offset order: a tombstone ends what came before
+                    job.latest.pop((partition, key), None)
+                else:
+                    job.latest[(partition, key)] = value
                 job.records += 1
                 if time.monotonic() > until:
                     break

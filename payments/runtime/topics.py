@@ -22,6 +22,17 @@ from payments.runtime.errors import KafkaCallError, TopologyError
 from payments.runtime.retry import retry_kafka
 
 CREATE_TIMEOUT_S = 30
+# A changelog is compacted so a restore reads about one record per live key (docs/architecture.md §3):
+# segments roll hourly or at 64 MiB (only closed segments are cleaned; Kafka's 1 GiB / 7 day defaults
+# would leave a young changelog uncompacted), cleaning starts at 10% dirty, and a tombstone stays a day,
+# so a reader that is behind by less than that still sees the deletion.
+COMPACTED_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(3_600_000),
+    "segment.bytes": str(64 * 1024 * 1024),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(86_400_000),
+}
 log = structlog.get_logger(__name__)
 
 
@@ -64,7 +75,7 @@ class TopicSpec:
     compacted: bool = False
 
     def new_topic(self) -> NewTopic:
-        config = {"cleanup.policy": "compact"} if self.compacted else {"retention.ms": "-1"}
+        config = dict(COMPACTED_CONFIG) if self.compacted else {"retention.ms": "-1"}
         config["max.message.bytes"] = str(TOPIC_MESSAGE_BYTES_MAX)
         return NewTopic(self.name, num_partitions=self.partitions, replication_factor=-1, config=config)
 
