@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from consumers.errors import ParticipantError
 from payments.money import Money, MoneyError
@@ -73,7 +73,24 @@ class Account(BaseModel):
     account: str
     balances: dict[str, Balance]
     overdraft_limits: dict[str, NonNegative] = {}
-    holds: dict[str, Hold] = {}
+    holds: dict[str, Hold] = {}  # open (HELD) holds
+    finished: dict[str, Hold] = {}  # released and committed holds, in the order they finished
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_finished(cls, data: object) -> object:
+        """A snapshot from before `finished` existed kept every hold in `holds`: move the finished ones."""
+        if isinstance(data, dict) and isinstance(data.get("holds"), dict):
+            holds = data["holds"]
+            done = {k: h for k, h in holds.items() if isinstance(h, dict) and h.get("status", "HELD") != "HELD"}
+            if done:
+                data = {**data, "holds": {k: h for k, h in holds.items() if k not in done},
+                        "finished": {**data.get("finished", {}), **done}}
+        return data
+
+    def hold(self, hold_id: str) -> Hold | None:
+        """The hold, open or finished (and not yet forgotten)."""
+        return self.holds.get(hold_id) or self.finished.get(hold_id)
 
     def balance(self, currency: str) -> Balance:
         return self.balances.get(currency, Balance(opening=0, available=0))
@@ -85,7 +102,7 @@ class Account(BaseModel):
         return self.balance(amount.currency).available - amount.amount_minor >= -self.limit(amount.currency)
 
     def reserve(self, hold_id: str, payment_id: str, amount: Money) -> Account:
-        assert self.can_reserve(amount) and hold_id not in self.holds
+        assert self.can_reserve(amount) and self.hold(hold_id) is None
         before = self.balance(amount.currency)
         after = before.model_copy(update={"available": before.available - amount.amount_minor,
                                           "held": before.held + amount.amount_minor})
@@ -98,7 +115,7 @@ class Account(BaseModel):
         before = self.balance(hold.amount.currency)
         after = before.model_copy(update={"available": before.available + hold.amount.amount_minor,
                                           "held": before.held - hold.amount.amount_minor})
-        return self._with(hold.amount.currency, after, self._finish(hold_id, "RELEASED", now))
+        return self._with(hold.amount.currency, after, *self._finish(hold_id, "RELEASED", now))
 
     def commit(self, hold_id: str, now: datetime) -> Account:
         """The held amount leaves the account: a debit of the payer."""
@@ -107,31 +124,32 @@ class Account(BaseModel):
         before = self.balance(hold.amount.currency)
         after = before.model_copy(update={"held": before.held - hold.amount.amount_minor,
                                           "debited": before.debited + hold.amount.amount_minor})
-        return self._with(hold.amount.currency, after, self._finish(hold_id, "COMMITTED", now))
+        return self._with(hold.amount.currency, after, *self._finish(hold_id, "COMMITTED", now))
 
-    def _finish(self, hold_id: str, status: HoldStatus, now: datetime) -> dict[str, Hold]:
-        # Re-insert at the end so dict order is "order finished"; the oldest finished holds come first.
+    def _finish(self, hold_id: str, status: HoldStatus, now: datetime) -> tuple[dict[str, Hold], dict[str, Hold]]:
+        """(open holds, finished holds) once `hold_id` finished: appended, so `finished` is in finishing order."""
         holds = {key: hold for key, hold in self.holds.items() if key != hold_id}
-        holds[hold_id] = self.holds[hold_id].model_copy(update={"status": status, "finished_at": now})
-        return holds
+        done = self.holds[hold_id].model_copy(update={"status": status, "finished_at": now})
+        return holds, {**self.finished, hold_id: done}
 
     def forget_finished(self, before: datetime) -> Account:
-        """Without the holds finished at or before `before` (open holds always stay). Holds are in the
-        order they finished, so this stops at the first one finished later."""
-        old: list[str] = []
-        for key, hold in self.holds.items():
-            if hold.status == "HELD":
-                continue  # open: kept whatever its age
+        """Without the holds finished at or before `before` (open holds always stay). `finished` is in the
+        order they finished, so this drops a prefix and stops at the first one finished later."""
+        old = 0
+        for hold in self.finished.values():
             if hold.finished_at is not None and hold.finished_at > before:
                 break
-            old.append(key)  # finished before holds carried a time counts as old: those are the oldest
+            old += 1  # finished before holds carried a time counts as old: those are the oldest
         if not old:
             return self
-        gone = set(old)
-        return self.model_copy(update={"holds": {k: h for k, h in self.holds.items() if k not in gone}})
+        return self.model_copy(update={"finished": dict(list(self.finished.items())[old:])})
 
-    def _with(self, currency: str, balance: Balance, holds: dict[str, Hold]) -> Account:
-        account = self.model_copy(update={"balances": {**self.balances, currency: balance}, "holds": holds})
+    def _with(self, currency: str, balance: Balance, holds: dict[str, Hold],
+              finished: dict[str, Hold] | None = None) -> Account:
+        update: dict[str, object] = {"balances": {**self.balances, currency: balance}, "holds": holds}
+        if finished is not None:
+            update["finished"] = finished
+        account = self.model_copy(update=update)
         account.check_invariants(currency)
         return account
 
@@ -139,8 +157,7 @@ class Account(BaseModel):
         balance = self.balance(currency)
         assert balance.available >= -self.limit(currency), f"{self.account} {currency} below its limit"
         assert balance.available + balance.held + balance.debited == balance.opening, "money not conserved"
-        held = sum(hold.amount.amount_minor for hold in self.holds.values()
-                   if hold.status == "HELD" and hold.amount.currency == currency)
+        held = sum(hold.amount.amount_minor for hold in self.holds.values() if hold.amount.currency == currency)
         assert held == balance.held, f"{self.account} {currency} held {balance.held} != holds {held}"
 
 

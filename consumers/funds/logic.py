@@ -20,15 +20,16 @@ dead-lettered (StaleCommand), never applied: what it would repeat may have been 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from consumers.funds.accounts import (
     RETENTION,
     Account,
+    Hold,
     HoldConflictError,
     InvalidFundsCommandError,
     load_seed,
@@ -83,6 +84,75 @@ class FundsState(BaseModel):
         return {**dict(list(self.answers.items())[old:]), command_id: answer}
 
 
+# -- the changelog in parts (payments.runtime.logic.Parted) ------------------------------------------
+# "" the head: account id, balances, overdraft limits; "o/<hold id>" an open hold; "f/<hold id>" a finished
+# hold; "a/<command id>" an answer. A change writes the head if a balance moved, and only the holds and
+# answers it added or dropped, so the bytes per change do not depend on how many the account keeps.
+OPEN, FINISHED, ANSWER = "o/", "f/", "a/"
+
+
+def _head(state: FundsState) -> bytes:
+    bare = state.account.model_copy(update={"holds": {}, "finished": {}})
+    return FundsState(account=bare).model_dump_json(exclude_defaults=True).encode()
+
+
+def _ordered_diff(prefix: str, before: dict[str, Any], after: dict[str, Any]) -> dict[str, bytes | None]:
+    """For a dict kept in order, changed only by dropping a prefix and appending: the parts to write."""
+    parts: dict[str, bytes | None] = {}
+    for key in reversed(after):
+        if key in before:
+            break
+        parts[prefix + key] = after[key].model_dump_json().encode()
+    for key in before:
+        if key in after:
+            break
+        parts[prefix + key] = None
+    return parts
+
+
+def encode_parts(before: FundsState | None, after: FundsState | None) -> dict[str, bytes | None]:
+    if after is None:
+        return {} if before is None else dict.fromkeys(["", *_part_names(before)])
+    parts: dict[str, bytes | None] = {}
+    old_account = before.account if before is not None else None
+    if old_account is None or (old_account.balances, old_account.overdraft_limits) != (
+            after.account.balances, after.account.overdraft_limits):
+        parts[""] = _head(after)
+    old_open = old_account.holds if old_account is not None else {}
+    for key, hold in after.account.holds.items():
+        if old_open.get(key) != hold:
+            parts[OPEN + key] = hold.model_dump_json().encode()
+    parts.update(dict.fromkeys((OPEN + key for key in old_open if key not in after.account.holds), None))
+    parts.update(_ordered_diff(FINISHED, old_account.finished if old_account else {}, after.account.finished))
+    parts.update(_ordered_diff(ANSWER, before.answers if before else {}, after.answers))
+    return parts
+
+
+def _part_names(state: FundsState) -> list[str]:
+    return [*(OPEN + k for k in state.account.holds), *(FINISHED + k for k in state.account.finished),
+            *(ANSWER + k for k in state.answers)]
+
+
+def decode_parts(parts: dict[str, bytes]) -> FundsState | None:
+    head = parts.get("")
+    if head is None:
+        return None
+    state = FundsState.model_validate_json(head)  # a whole snapshot from before parts also decodes here
+    open_holds, finished, answers = dict(state.account.holds), dict(state.account.finished), dict(state.answers)
+    for name, data in parts.items():
+        if name.startswith(OPEN):
+            open_holds[name.removeprefix(OPEN)] = Hold.model_validate_json(data)
+        elif name.startswith(FINISHED):
+            finished[name.removeprefix(FINISHED)] = Hold.model_validate_json(data)
+        elif name.startswith(ANSWER):
+            answers[name.removeprefix(ANSWER)] = FundsAnswer.model_validate_json(data)
+    oldest = datetime.min.replace(tzinfo=UTC)
+    finished = dict(sorted(finished.items(), key=lambda item: item[1].finished_at or oldest))
+    answers = dict(sorted(answers.items(), key=lambda item: item[1].at or oldest))
+    account = state.account.model_copy(update={"holds": open_holds, "finished": finished})
+    return FundsState(account=account, answers=answers)
+
+
 def reply_of(command_id: str, answer: FundsAnswer) -> FundsReply:
     common = {"payment_id": answer.payment_id, "reply_id": reply_id(SERVICE, command_id),
               "command_id": command_id, "hold_id": answer.hold_id}
@@ -99,7 +169,7 @@ def reserve(account: Account, command: ReserveFunds) -> tuple[Account, Reservati
     if amount.amount_minor <= 0:
         raise InvalidFundsCommandError(f"reserve of non-positive amount {amount.amount_minor} for hold "
                                        f"{command.hold_id}")
-    existing = account.holds.get(command.hold_id)
+    existing = account.hold(command.hold_id)
     if existing is not None:
         if (existing.payment_id, existing.amount, existing.status) != (command.payment_id, amount, "HELD"):
             raise HoldConflictError(f"hold {command.hold_id} exists as {existing.status} for payment "
@@ -112,7 +182,7 @@ def reserve(account: Account, command: ReserveFunds) -> tuple[Account, Reservati
 
 
 def release(account: Account, hold_id: str, now: datetime) -> tuple[Account, ReleaseOutcome]:
-    hold = account.holds.get(hold_id)
+    hold = account.hold(hold_id)
     if hold is None or hold.status == "COMMITTED":  # a committed debit cannot be released: refunds reverse it
         return account, "UNKNOWN_HOLD"
     if hold.status == "RELEASED":
@@ -121,7 +191,7 @@ def release(account: Account, hold_id: str, now: datetime) -> tuple[Account, Rel
 
 
 def commit(account: Account, hold_id: str, now: datetime) -> tuple[Account, CommitOutcome]:
-    hold = account.holds.get(hold_id)
+    hold = account.hold(hold_id)
     if hold is None or hold.status == "RELEASED":
         return account, "UNKNOWN_HOLD"
     if hold.status == "COMMITTED":
@@ -151,6 +221,12 @@ class FundsLogic(JsonState[FundsState], NoTimers[FundsState]):
         if isinstance(message, ReserveFunds | ReleaseFunds | CommitFunds):
             return message.account
         return message.payment_id
+
+    def encode_parts(self, before: FundsState | None, after: FundsState | None) -> dict[str, bytes | None]:
+        return encode_parts(before, after)
+
+    def decode_parts(self, parts: dict[str, bytes]) -> FundsState | None:
+        return decode_parts(parts)
 
     def decide(self, state: FundsState | None, incoming: Incoming, now: datetime) -> Decision[FundsState]:
         command = incoming.message

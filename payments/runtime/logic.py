@@ -120,6 +120,34 @@ class Calling(Protocol[S]):
     def complete(self, state: S, completion: Completion, now: datetime) -> Decision[S]: ...
 
 
+PART_SEPARATOR = "\x1f"  # changelog key of a part: "<state key>\x1f<part>" (the head part is the state key alone)
+
+
+def part_key(key: str, part: str) -> str:
+    return key if not part else f"{key}{PART_SEPARATOR}{part}"
+
+
+def split_part_key(changelog_key: str) -> tuple[str, str]:
+    key, _, part = changelog_key.partition(PART_SEPARATOR)
+    return key, part
+
+
+class Parted(Protocol[S]):
+    """The extra side of a Logic whose state is large and changes a little at a time (a hot account): the
+    changelog holds it as parts, one record per part, so a change writes only the parts it touched and
+    the bytes per change do not grow with the state. The head part is named "" (its record key is the
+    state key itself); deleting the state deletes every part."""
+
+    def encode_parts(self, before: S | None, after: S | None) -> dict[str, bytes | None]:
+        """The part records for the change from `before` (committed) to `after`: part -> bytes, or None
+        to delete that part. Only what changed."""
+        ...
+
+    def decode_parts(self, parts: dict[str, bytes]) -> S | None:
+        """The state from its live parts (None when the head is missing: nothing to restore)."""
+        ...
+
+
 class InputRejected(PaymentsError):
     """Raised by `decide` for a record that is well-formed but not acceptable input for this service (a
     message of another type on a command topic, say): the loop dead-letters it with these codes, as

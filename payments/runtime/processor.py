@@ -54,7 +54,18 @@ from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
 from payments.runtime.health import Health
-from payments.runtime.logic import Calling, Completion, Decision, Incoming, InputRejected, Logic, Outgoing
+from payments.runtime.logic import (
+    Calling,
+    Completion,
+    Decision,
+    Incoming,
+    InputRejected,
+    Logic,
+    Outgoing,
+    Parted,
+    part_key,
+    split_part_key,
+)
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.state import Key, PartitionedState
 from payments.runtime.topics import Topics
@@ -141,6 +152,8 @@ class Processor(Generic[S]):
         if calls is not None:
             assert hasattr(logic, "calls") and hasattr(logic, "complete"), f"{logic.service} does not call out"
             self._calling = logic  # type: ignore[assignment]
+        # A Logic whose state is snapshotted in parts (payments.runtime.logic.Parted).
+        self._parted: Parted[S] | None = logic if hasattr(logic, "encode_parts") else None  # type: ignore[assignment]
         self._completions: list[Completion] = []  # results taken from the runner, not committed yet
         self._completion_retry: dict[tuple[int, str, str], datetime] = {}  # complete() raised: not before
         self._paused = False
@@ -516,6 +529,11 @@ class Processor(Generic[S]):
     def _produce_snapshots(self, changes: Changes) -> None:
         # Encoding a state the Logic built cannot fail short of a bug in its model: that is fatal here.
         for (partition, key), state in changes.items():
+            if self._parted is not None:  # only the parts changed since the committed state
+                before = self.state.get(partition, key)
+                for part, data in self._parted.encode_parts(before, state).items():
+                    self._produce_raw(self._changelog, part_key(key, part).encode(), data, None, partition=partition)
+                continue
             value = None if state is None else self.logic.encode_state(state)
             self._produce_raw(self._changelog, key.encode(), value, None, partition=partition)
 
@@ -642,9 +660,7 @@ class Processor(Generic[S]):
         if not self._read_changelog_slice(job):
             return
         self._restore = None
-        restored: dict[int, dict[str, S]] = {}
-        for (partition, key), value in job.latest.items():
-            restored.setdefault(partition, {})[key.decode()] = self.logic.decode_state(value)
+        restored = self._decode_restored(job.latest)
         for partition in job.partitions:
             self.state.assign(partition, restored.get(partition, {}).items())
             self._recover_calls(partition, restored.get(partition, {}))
@@ -659,6 +675,22 @@ class Processor(Generic[S]):
         self._log.info("partitions_restored", partitions=job.partitions, records=job.records,
                        keys=sum(len(states) for states in restored.values()),
                        seconds=round(time.monotonic() - job.started, 3))
+
+    def _decode_restored(self, latest: dict[tuple[int, bytes], bytes]) -> dict[int, dict[str, S]]:
+        restored: dict[int, dict[str, S]] = {}
+        if self._parted is None:
+            for (partition, raw_key), value in latest.items():
+                restored.setdefault(partition, {})[raw_key.decode()] = self.logic.decode_state(value)
+            return restored
+        grouped: dict[tuple[int, str], dict[str, bytes]] = {}
+        for (partition, raw_key), value in latest.items():
+            name, part = split_part_key(raw_key.decode())
+            grouped.setdefault((partition, name), {})[part] = value
+        for (partition, name), parts in grouped.items():
+            state = self._parted.decode_parts(parts)
+            if state is not None:
+                restored.setdefault(partition, {})[name] = state
+        return restored
 
     def _fetch_committed(self, job: _Restore) -> bool:
         """The committed positions of the job's input partitions; False to try again next step (timed out:

@@ -77,7 +77,8 @@ def test_funds_keeps_open_holds_for_ever_and_finished_holds_and_answers_for_the_
     state = _funds(logic, None, finished, NOW)
     state = _funds(logic, state, released, NOW)
     state = _funds(logic, state, still_open, NOW)
-    assert set(state.account.holds) == {"h-1", "h-2"} and len(state.answers) == 3
+    assert set(state.account.finished) == {"h-1"} and set(state.account.holds) == {"h-2"}
+    assert len(state.answers) == 3
     # Inside the retention: a redelivered release repeats its first answer exactly.
     repeat = logic.decide(state, incoming(released, FUNDS_COMMANDS, key="acc-a"), NOW + RETENTION - DAY)
     assert isinstance(repeat.outgoing[0].message, FundsReleaseResult)
@@ -86,6 +87,7 @@ def test_funds_keeps_open_holds_for_ever_and_finished_holds_and_answers_for_the_
     later = reserve("acc-a", 10, "h-3").model_copy(update={"issued_at": NOW + RETENTION})
     state = _funds(logic, state, later, NOW + RETENTION)
     assert set(state.account.holds) == {"h-2", "h-3"}  # h-2 is still open however old
+    assert state.account.finished == {}
     assert list(state.answers) == [later.command_id]
     assert state.account.balance("EUR").held == 60
 
