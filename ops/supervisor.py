@@ -21,7 +21,7 @@ from pathlib import Path
 STOP_TIMEOUT_S = 30
 READY_TIMEOUT_S = 60
 # What a service logs once it owns partitions and has restored its state (a simulator: once it listens).
-READY_EVENTS = ('"event": "partitions_assigned"', '"event": "projection_assigned"',
+READY_EVENTS = ('"event": "partitions_restored"', '"event": "projection_assigned"',
                 '"event": "partner_sim_listening"')
 
 

@@ -625,7 +625,11 @@ class Processor(Generic[S]):
         here, before the pause, so the pause applies to it."""
         self.consumer.assign(partitions)
         numbers = sorted({tp.partition for tp in partitions} - self.state.partitions)
-        if not numbers:
+        self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
+                       restoring=numbers)
+        if not numbers:  # nothing new to restore (or nothing assigned at all): ready as it is
+            if self._restore is None:
+                self._log.info("partitions_restored", partitions=[], records=0, keys=0, seconds=0.0)
             return
         self.consumer.pause([tp for tp in partitions if tp.partition in numbers])
         if self._restore is not None:  # a restore under way starts over with the new partitions too
@@ -633,8 +637,6 @@ class Processor(Generic[S]):
             numbers = sorted({*numbers, *self._restore.partitions})
         self._restore = _Restore(numbers, time.monotonic())
         self.health.restoring = True
-        self._log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
-                       restoring=numbers)
 
     def _advance_restore(self) -> None:
         """One slice of the restore under way (`_Restore`); once complete, the partitions are taken over and
