@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e faults test demo stack-up stack-down bench clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults test demo stack-up stack-down bench bench-state clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ stack-down: $(STAMP) ## Stop the local stack
 bench: $(STAMP) ## Throughput and latency on the local stack at partner latencies 1 and 200 ms (prints figures)
 	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-4000}
 	$(BIN)/python benchmarks/partner_gateway.py --calls $${CALLS:-20000}
+
+bench-state: $(STAMP) ## Restore time, memory and changelog bytes per change with a long history (prints figures)
+	$(BIN)/python benchmarks/state_history.py --history $${HISTORY:-1000000} --retained $${RETAINED:-100000}
 
 clean: ## Remove the virtual env, caches and all local stack data (a root-run PostgreSQL's server home too)
 	-$(BIN)/payments stack purge

@@ -1,8 +1,8 @@
 """Retention on real Kafka (docs/saga.md, "Retention"; docs/participants.md), with windows of seconds:
-a refund inside the refund window works after the orchestrator was killed and restored; after the
-window it is rejected REFUND_WINDOW_CLOSED; a duplicate initiate after a restart keeps the original
-outcome; once the retention is over every service tombstones the payment's state, and the payment's
-old command can no longer start it again (REQUEST_EXPIRED)."""
+a refund inside the refund window works after the orchestrator and funds were killed and restored
+(funds from its parts); after the window it is rejected REFUND_WINDOW_CLOSED; a duplicate initiate
+after a restart keeps the original outcome; once the retention is over every service tombstones the
+payment's state, and the payment's old command can no longer start it again (REQUEST_EXPIRED)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,10 @@ def test_refund_window_and_retention_hold_across_a_restart_and_then_the_payment_
     events = pipeline.wait_events(pid, PaymentSettled)
     settled_at = of(events, PaymentSettled)[0].occurred_at
 
-    orchestrator = process(pipeline, "orchestrator")
-    orchestrator.kill()
-    orchestrator.start()
+    for name in ("orchestrator", "funds"):  # both restore from their changelogs (funds from parts)
+        crashed = process(pipeline, name)
+        crashed.kill()
+        crashed.start()
     pipeline.send(initiate)  # the same command again, after the restart: the original outcome stands
     inside = refund(pid, 1)
     pipeline.send(inside)
@@ -88,6 +89,14 @@ def test_refund_window_and_retention_hold_across_a_restart_and_then_the_payment_
     events = pipeline.wait_events(pid, RefundRejected)
     (rejected,) = of(events, RefundRejected)
     assert (rejected.refund_id, rejected.reason_code) == (late.refund_id, "REFUND_WINDOW_CLOSED")
+
+    # The restored account takes a new payment: its head and parts came back whole.
+    second = make_initiate(amount_minor=7_000, payer_account="acc-alice", payee_account="acc-bob",
+                           requested_at=datetime.now(UTC))
+    pipeline.send(second)
+    pipeline.wait_events(second.payment_id, PaymentSettled)
+    funds_keys = {r.key for r in read_all(pipeline.bootstrap, pipeline.topics.changelog("funds")) if r.key}
+    assert b"acc-alice" in funds_keys and any(key.startswith(b"acc-alice\x1ff/") for key in funds_keys)
 
     # Retention: every service that kept this payment tombstones it (the funds account stays).
     for service in ("orchestrator", "risk", "partner", "settlement"):
