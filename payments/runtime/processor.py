@@ -172,7 +172,11 @@ class Processor(Generic[S]):
         self._changelog = topics.changelog(logic.service)
         self._inputs = {topics.name(base): base for base in logic.input_topics}
         self._outputs = frozenset(logic.output_topics)
-        self.state: PartitionedState[S] = PartitionedState(logic.next_deadline)
+        # Held as snapshot bytes with the recently used keys decoded; a Logic in parts keeps its objects.
+        codec = None if self._parted is not None else (logic.encode_state, logic.decode_state)
+        self.state: PartitionedState[S] = PartitionedState(logic.next_deadline, codec=codec,
+                                                           cached=self.config.state_cache_keys)
+        self._encoded: dict[Key, bytes] = {}  # this checkpoint's snapshots, kept as the state's bytes
         self._committed: dict[tuple[str, int], int] = {}  # next offset to read, as committed
         self._poison: dict[Position, DeadLetter] = {}  # input records to dead-letter instead of deciding
         self._isolate: dict[tuple[str, int], int] = {}  # one record per transaction below these offsets
@@ -254,6 +258,7 @@ class Processor(Generic[S]):
             raise FatalProcessorError("every broker connection was lost: rebuilding the clients before the next "
                                       "transaction (librdkafka #5456, #5511)")
         changes: Changes = {}
+        self._encoded = {}
         started = time.monotonic()
         isolating = self._isolating()
         if isolating:  # looking for a record Kafka refused at commit: one record per transaction, timers wait
@@ -292,7 +297,7 @@ class Processor(Generic[S]):
                 self._log.warning("batch_isolated", error=str(kafka_error), records=len(records))
                 self._abort(due, str(kafka_error), len(records))
             return 0
-        self.state.commit(changes)
+        self.state.commit(changes, self._encoded)
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
         self._forget_poison()
@@ -535,6 +540,8 @@ class Processor(Generic[S]):
                     self._produce_raw(self._changelog, part_key(key, part).encode(), data, None, partition=partition)
                 continue
             value = None if state is None else self.logic.encode_state(state)
+            if value is not None:
+                self._encoded[(partition, key)] = value
             self._produce_raw(self._changelog, key.encode(), value, None, partition=partition)
 
     # -- decoding and dead letters ------------------------------------------------------------
@@ -663,8 +670,13 @@ class Processor(Generic[S]):
             return
         self._restore = None
         restored = self._decode_restored(job.latest)
+        raw: dict[int, dict[str, bytes]] = {}
+        if self._parted is None:  # the snapshot bytes are what the state holds: keep them, do not encode again
+            for (partition, raw_key), value in job.latest.items():
+                raw.setdefault(partition, {})[raw_key.decode()] = value
+        job.latest.clear()
         for partition in job.partitions:
-            self.state.assign(partition, restored.get(partition, {}).items())
+            self.state.assign(partition, restored.get(partition, {}).items(), raw.get(partition))
             self._recover_calls(partition, restored.get(partition, {}))
         resumed = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
         if not self._paused:  # paused for calls: _flow resumes them with the rest
