@@ -669,15 +669,11 @@ class Processor(Generic[S]):
         if not self._read_changelog_slice(job):
             return
         self._restore = None
-        restored = self._decode_restored(job.latest)
-        raw: dict[int, dict[str, bytes]] = {}
-        if self._parted is None:  # the snapshot bytes are what the state holds: keep them, do not encode again
-            for (partition, raw_key), value in job.latest.items():
-                raw.setdefault(partition, {})[raw_key.decode()] = value
+        keys = 0
+        for partition, states, raw in self._restored_states(job.latest, job.partitions):
+            keys += self.state.assign(partition, states, raw)
+            self._recover_calls(partition, self.state.items(partition))
         job.latest.clear()
-        for partition in job.partitions:
-            self.state.assign(partition, restored.get(partition, {}).items(), raw.get(partition))
-            self._recover_calls(partition, restored.get(partition, {}))
         resumed = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
         if not self._paused:  # paused for calls: _flow resumes them with the rest
             self.consumer.resume(resumed)
@@ -687,24 +683,29 @@ class Processor(Generic[S]):
         self.health.partitions = len(self.state.partitions)
         self.health.restoring = False
         self._log.info("partitions_restored", partitions=job.partitions, records=job.records,
-                       keys=sum(len(states) for states in restored.values()),
+                       keys=keys,
                        seconds=round(time.monotonic() - job.started, 3))
 
-    def _decode_restored(self, latest: dict[tuple[int, bytes], bytes]) -> dict[int, dict[str, S]]:
-        restored: dict[int, dict[str, S]] = {}
+    def _restored_states(self, latest: dict[tuple[int, bytes], bytes], partitions: list[int]
+                         ) -> Iterator[tuple[int, Iterator[tuple[str, S]], dict[str, bytes] | None]]:
+        """Per partition: its states, decoded one at a time as they are taken (so a restore never holds
+        them all decoded at once), and the snapshot bytes the state keeps (None for a Logic in parts)."""
         if self._parted is None:
+            raw: dict[int, dict[str, bytes]] = {partition: {} for partition in partitions}
             for (partition, raw_key), value in latest.items():
-                restored.setdefault(partition, {})[raw_key.decode()] = self.logic.decode_state(value)
-            return restored
-        grouped: dict[tuple[int, str], dict[str, bytes]] = {}
+                raw[partition][raw_key.decode()] = value
+            decode = self.logic.decode_state
+            for partition in partitions:
+                yield partition, ((key, decode(value)) for key, value in raw[partition].items()), raw[partition]
+            return
+        grouped: dict[int, dict[str, dict[str, bytes]]] = {partition: {} for partition in partitions}
         for (partition, raw_key), value in latest.items():
             name, part = split_part_key(raw_key.decode())
-            grouped.setdefault((partition, name), {})[part] = value
-        for (partition, name), parts in grouped.items():
-            state = self._parted.decode_parts(parts)
-            if state is not None:
-                restored.setdefault(partition, {})[name] = state
-        return restored
+            grouped[partition].setdefault(name, {})[part] = value
+        parted = self._parted
+        for partition in partitions:
+            decoded = ((name, parted.decode_parts(parts)) for name, parts in grouped[partition].items())
+            yield partition, ((name, state) for name, state in decoded if state is not None), None
 
     def _fetch_committed(self, job: _Restore) -> bool:
         """The committed positions of the job's input partitions; False to try again next step (timed out:
@@ -750,14 +751,14 @@ class Processor(Generic[S]):
                            keys=len(job.latest), seconds=round(now - job.started, 1))
         return False
 
-    def _recover_calls(self, partition: int, states: dict[str, S]) -> None:
+    def _recover_calls(self, partition: int, states: Iterator[tuple[str, S]]) -> None:
         """Calls recorded but not answered when the partition was last owned may have been made already:
         the performer finds out before it acts (recovered=True)."""
         if self._calls is None:
             return
         assert self._calling is not None
         recovered = 0
-        for key, state in states.items():
+        for key, state in states:
             for call in self._calling.calls(state):
                 self._calls.start(partition, key, call, recovered=True)
                 recovered += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +72,13 @@ class PartitionedState(Generic[S]):
         state = self._codec[1](stored)
         self._remember((partition, key), state)
         return state
+
+    def items(self, partition: int) -> Iterator[tuple[str, S]]:
+        """Every (key, state) of an owned partition (decoding each in turn, with a codec)."""
+        for key in list(self._partitions.get(partition, {})):
+            state = self.get(partition, key)
+            if state is not None:
+                yield key, state
 
     def find(self, key: str) -> S | None:
         """The state of `key` in whichever owned partition holds it (inspection and tests)."""
