@@ -45,17 +45,19 @@ class ServiceProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{'-'.join(args)}-{instance_id}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._started_at_byte = 0  # where this run's lines begin in the log (a restart appends to it)
 
     def start(self) -> ServiceProcess:
+        self._started_at_byte = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen([sys.executable, "-m", "ops.cli", "run", *self.args], env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> ServiceProcess:
-        """Wait until the service has been assigned partitions (and restored its state)."""
+        """Wait until the service has been assigned partitions (and restored its state) in this run."""
         deadline = time.monotonic() + timeout_s
-        while not any(event in self.log_tail(1_000_000) for event in READY_EVENTS):
+        while not any(event in self.run_log() for event in READY_EVENTS):
             if not self.alive():
                 raise RuntimeError(f"{self.args} exited before it was ready:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -98,6 +100,14 @@ class ServiceProcess:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def run_log(self) -> str:
+        """What this run (since the last `start`) wrote to the log."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._started_at_byte)
+            return log.read().decode(errors="replace")
 
 
 def start_all(services: list[ServiceProcess], timeout_s: float = READY_TIMEOUT_S) -> list[ServiceProcess]:

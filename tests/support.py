@@ -123,5 +123,5 @@ def service(args: list[str], *, bootstrap: str, database_url: str, topics: Topic
             instance_id: str = "0", extra_env: dict[str, str] | None = None) -> ServiceProcess:
     """A service process wired to the test's broker, database and topic prefix (not started)."""
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url, "PAYMENTS_TOPIC_PREFIX": topics.prefix,
-           **(extra_env or {})}
+           "PAYMENTS_STATE_DIR": str(log_dir / "state"), **(extra_env or {})}
     return ServiceProcess(args, log_dir=log_dir, env=env, instance_id=instance_id)

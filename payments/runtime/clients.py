@@ -16,10 +16,12 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from payments.runtime.config import ProcessorConfig
-from payments.runtime.reader import committed_records, is_stable
+from payments.runtime.reader import committed_records, end_offsets, is_stable, topic_id
+from payments.runtime.store import NoStores, StateStores
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 WireHeaders = list[tuple[str, str | bytes | None]]  # what librdkafka's produce() takes
+DeliveryCallback = Callable[[KafkaError | None, Message], None]  # served by poll(), flush() and commit
 
 
 class LoopConsumer(Protocol):
@@ -51,7 +53,7 @@ class TransactionalProducer(Protocol):
     def begin_transaction(self) -> None: ...
 
     def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                headers: WireHeaders | None = None) -> None: ...
+                headers: WireHeaders | None = None, on_delivery: DeliveryCallback | None = None) -> None: ...
 
     def poll(self, timeout: float) -> int: ...
 
@@ -72,8 +74,18 @@ class ChangelogReader(Protocol):
         """No transaction is open on the partitions now (one check; the loop asks again on its next step)."""
         ...
 
-    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
-        """(partition, key, value or None for a tombstone) of every committed record, in offset order."""
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Per partition: its first offset and its end (the last stable offset), as of now."""
+        ...
+
+    def topic_id(self) -> str:
+        """The changelog topic's id: a topic deleted and created again under the same name has another."""
+        ...
+
+    def read(self, partitions: Sequence[int], timeout_s: float, *, starts: dict[int, int] | None = None,
+             ends: dict[int, int] | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(partition, key, value or None for a tombstone) of every committed record from `starts` (default:
+        the beginning) to `ends` (default: the end as of now), in offset order per partition."""
         ...
 
 
@@ -101,6 +113,7 @@ class LoopClients:
     producer: TransactionalProducer
     changelog: ChangelogReader
     connection: ConnectionWatch = field(default_factory=ConnectionWatch)
+    stores: StateStores = field(default_factory=NoStores)  # local copies of the changelog (payments.runtime.store)
 
 
 class KafkaChangelogReader:
@@ -111,16 +124,29 @@ class KafkaChangelogReader:
     def is_stable(self, partitions: Sequence[int]) -> bool:
         return is_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions])
 
-    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
-        for record in committed_records(self.bootstrap_servers, [(self.topic, p) for p in partitions],
-                                        timeout_s=timeout_s):
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        wanted = [(self.topic, p) for p in partitions]
+        earliest = end_offsets(self.bootstrap_servers, wanted, earliest=True)
+        ends = end_offsets(self.bootstrap_servers, wanted)
+        return {p: (earliest[(self.topic, p)], ends[(self.topic, p)]) for p in partitions}
+
+    def topic_id(self) -> str:
+        return topic_id(self.bootstrap_servers, self.topic)
+
+    def read(self, partitions: Sequence[int], timeout_s: float, *, starts: dict[int, int] | None = None,
+             ends: dict[int, int] | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+        for record in committed_records(
+                self.bootstrap_servers, [(self.topic, p) for p in partitions], timeout_s=timeout_s,
+                starts=None if starts is None else {(self.topic, p): o for p, o in starts.items()},
+                ends=None if ends is None else {(self.topic, p): o for p, o in ends.items()}):
             key, partition = record.key(), record.partition()
             assert key is not None and partition is not None, "changelog records are keyed"
             yield partition, key, record.value()
 
 
 def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, changelog_topic: str,
-                  config: ProcessorConfig, consumer_overrides: dict[str, Any] | None = None) -> LoopClients:
+                  config: ProcessorConfig, consumer_overrides: dict[str, Any] | None = None,
+                  stores: StateStores | None = None) -> LoopClients:
     """The librdkafka clients of one processor instance."""
     connection = ConnectionWatch()
     consumer = Consumer({
@@ -152,4 +178,5 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         # Later retries still back off exponentially, up to retry.backoff.max.ms (1 s).
         "retry.backoff.ms": config.retry_backoff_ms,
     })
-    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection)
+    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection,
+                       stores or NoStores())

@@ -32,6 +32,10 @@ class ProcessorConfig:
     dead_letters: DeadLetterLimits = field(default_factory=DeadLetterLimits)
     restore_timeout_s: float = 120.0  # a restore (changelog read to its end) taking longer is fatal: rebuild
     restore_slice_ms: int = 500  # the main loop reads the changelog this long per step, then serves the group
+    # A local store's checkpoint older than this is not trusted: the changelog keeps a tombstone this long
+    # (delete.retention.ms, payments.runtime.topics), so a key deleted while the store was away could have
+    # lost its tombstone to compaction after it. An hour's margin below the changelogs' day.
+    store_checkpoint_age_max_s: float = 23 * 3600.0
     state_cache_keys: int = 10_000  # states kept decoded (most recently used); the rest as snapshot bytes
     # A timer whose firing raised (a bug) is tried again this much later instead of in a hot loop.
     timer_retry_ms: int = 60_000

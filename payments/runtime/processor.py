@@ -68,6 +68,7 @@ from payments.runtime.logic import (
 )
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.state import Key, PartitionedState
+from payments.runtime.store import MemoryStore, PartitionStore, Record, StateStoreError, StoreCheckpoint
 from payments.runtime.topics import Topics
 from payments.runtime.watchdog import Watchdog
 
@@ -107,23 +108,34 @@ class _Restore:
 
     Phases: `offsets` (the committed input positions; read_committed makes this wait for a previous
     owner's pending transactional commit), `stable` (no transaction open on the changelog partitions,
-    or the previous owner's last snapshot could be missed), `read` (the changelog to its end, a
-    bounded slice per step so the loop keeps serving the group)."""
+    or the previous owner's last snapshot could be missed), `local` (open each partition's local
+    store and choose where to read from: its checkpoint when it is trusted, else the start), `read`
+    (the changelog from there to the end captured in `local`, into the stores, a bounded slice per
+    step so the loop keeps serving the group)."""
 
     partitions: list[int]
     started: float
     phase: str = "offsets"
     reader: Iterator[tuple[int, bytes, bytes | None]] | None = None
-    latest: dict[tuple[int, bytes], bytes] = field(default_factory=dict)  # live keys only
+    stores: dict[int, PartitionStore] = field(default_factory=dict)
+    earliest: dict[int, int] = field(default_factory=dict)  # the changelog's first offset per partition
+    starts: dict[int, int] = field(default_factory=dict)  # the changelog offset each partition is read from
+    ends: dict[int, int] = field(default_factory=dict)  # ... and up to
+    topic_id: str = ""
+    read: dict[int, list[Record]] = field(default_factory=dict)  # read this slice, not in the store yet
     records: int = 0
     reported: float = 0.0
 
-    def close(self) -> None:
+    def close(self, *, stores: bool = True) -> None:
         if self.reader is not None:
             close = getattr(self.reader, "close", None)
             if close is not None:
                 close()  # a generator: runs its finally (closes the reader's consumer)
             self.reader = None
+        if stores:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
 
 
 def utc_now() -> datetime:
@@ -181,6 +193,11 @@ class Processor(Generic[S]):
         self._poison: dict[Position, DeadLetter] = {}  # input records to dead-letter instead of deciding
         self._isolate: dict[tuple[str, int], int] = {}  # one record per transaction below these offsets
         self._restore: _Restore | None = None  # partitions assigned, paused until their state is restored
+        self._stores_factory = clients.stores
+        self._stores: dict[int, PartitionStore] = {}  # durable local stores of the owned partitions
+        self._changelog_id = ""  # the changelog topic's id, as found by the last restore
+        self._store_writes: dict[int, list[Record]] = {}  # this checkpoint's changelog records, per partition
+        self._delivered: dict[int, int] = {}  # the highest changelog offset delivered, per partition
         self._log = log.bind(service=logic.service, instance=instance_id)
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
@@ -237,6 +254,9 @@ class Processor(Generic[S]):
         with self.watchdog.guard("close", self.config.call_deadline_s):
             if self._restore is not None:
                 self._restore.close()
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
             if self._calls is not None:
                 self._calls.close()
             calls = (("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)))
@@ -259,6 +279,7 @@ class Processor(Generic[S]):
                                       "transaction (librdkafka #5456, #5511)")
         changes: Changes = {}
         self._encoded = {}
+        self._store_writes = {}
         started = time.monotonic()
         isolating = self._isolating()
         if isolating:  # looking for a record Kafka refused at commit: one record per transaction, timers wait
@@ -297,6 +318,7 @@ class Processor(Generic[S]):
                 self._log.warning("batch_isolated", error=str(kafka_error), records=len(records))
                 self._abort(due, str(kafka_error), len(records))
             return 0
+        self._write_stores()
         self.state.commit(changes, self._encoded)
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
@@ -512,13 +534,18 @@ class Processor(Generic[S]):
 
     def _produce_raw(self, topic: str, key: bytes | None, value: bytes | None,
                      headers: list[tuple[str, bytes]] | None, *, partition: int = -1,
-                     blame: Position | None = None) -> None:
+                     blame: Position | None = None,
+                     on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
         """Produce one record in the open transaction. A refusal for what the record is raises _Unproducible
         when an input record is to blame (`blame`), so that input is dead-lettered on the next pass."""
         wire: WireHeaders | None = None if headers is None else [*headers]
         for _ in range(self.config.retriable_attempts_max):
             try:
-                self.producer.produce(topic, value=value, key=key, partition=partition, headers=wire)
+                if on_delivery is None:
+                    self.producer.produce(topic, value=value, key=key, partition=partition, headers=wire)
+                else:
+                    self.producer.produce(topic, value=value, key=key, partition=partition, headers=wire,
+                                          on_delivery=on_delivery)
                 return
             except BufferError:  # local queue full: let librdkafka deliver, then try again
                 self.producer.poll(0.1)
@@ -534,15 +561,61 @@ class Processor(Generic[S]):
     def _produce_snapshots(self, changes: Changes) -> None:
         # Encoding a state the Logic built cannot fail short of a bug in its model: that is fatal here.
         for (partition, key), state in changes.items():
-            if self._parted is not None:  # only the parts changed since the committed state
-                before = self.state.get(partition, key)
-                for part, data in self._parted.encode_parts(before, state).items():
-                    self._produce_raw(self._changelog, part_key(key, part).encode(), data, None, partition=partition)
+            try:
+                if self._parted is not None:  # only the parts changed since the committed state
+                    before = self.state.get(partition, key)
+                    records = [(part_key(key, part).encode(), data)
+                               for part, data in self._parted.encode_parts(before, state).items()]
+                else:
+                    value = None if state is None else self.logic.encode_state(state)
+                    if value is not None:
+                        self._encoded[(partition, key)] = value
+                    records = [(key.encode(), value)]
+            except Exception as error:
+                raise FatalProcessorError(f"{self.logic.service}: encoding the state of {key!r} failed "
+                                          f"({type(error).__name__}: {error}): a bug in its model") from error
+            for record_key, value in records:
+                self._produce_raw(self._changelog, record_key, value, None, partition=partition,
+                                  on_delivery=self._changelog_delivered)
+            if partition in self._stores:
+                self._store_writes.setdefault(partition, []).extend(records)
+
+    def _changelog_delivered(self, error: KafkaError | None, record: Message) -> None:
+        """Delivery report of a changelog record: the highest offset per partition, for the local stores."""
+        partition, offset = record.partition(), record.offset()
+        if error is None and partition is not None and offset is not None and offset >= 0:
+            self._delivered[partition] = max(offset, self._delivered.get(partition, -1))
+
+    def _write_stores(self) -> None:
+        """After a commit: its changelog records into the local stores, and each store's checkpoint moved past
+        the highest offset delivered (a delivery report not served yet leaves the checkpoint lower, which
+        only costs reading those records again; see payments.runtime.store). A store that fails is dropped:
+        its partition is restored from the changelog next time."""
+        if not self._store_writes:
+            return
+        self.producer.poll(0)  # serve the delivery reports of the committed records
+        now = time.time()
+        for partition, records in self._store_writes.items():
+            store = self._stores.get(partition)
+            if store is None:
                 continue
-            value = None if state is None else self.logic.encode_state(state)
-            if value is not None:
-                self._encoded[(partition, key)] = value
-            self._produce_raw(self._changelog, key.encode(), value, None, partition=partition)
+            delivered = self._delivered.get(partition)
+            checkpoint = None if delivered is None else StoreCheckpoint(delivered + 1, self._changelog_id, now)
+            try:
+                store.write(records, checkpoint)
+            except StateStoreError as error:
+                self._drop_store(partition, str(error))
+        self._store_writes = {}
+
+    def _drop_store(self, partition: int, why: str) -> None:
+        self._log.warning("state_store_dropped", partition=partition, error=why)
+        store = self._stores.pop(partition, None)
+        if store is not None:
+            try:
+                store.wipe()
+                store.close()
+            except StateStoreError as error:
+                self._log.warning("state_store_wipe_failed", partition=partition, error=str(error))
 
     # -- decoding and dead letters ------------------------------------------------------------
 
@@ -657,23 +730,25 @@ class Processor(Generic[S]):
                                       f"(phase {job.phase}, {job.records} records)")
         if job.phase == "offsets" and not self._fetch_committed(job):
             return
-        if job.phase == "stable":
-            if self._changelog_reader.is_stable(job.partitions):
-                job.phase = "read"
-            elif elapsed > 2 * self.config.transaction_timeout_ms / 1000:
-                # Its producer is gone or fenced: the coordinator aborts it, its records never count.
-                self._log.warning("changelog_transaction_still_open", partitions=job.partitions)
-                job.phase = "read"
-            else:
-                return
+        if job.phase == "stable" and not self._changelog_stable(job, elapsed):
+            return
+        if job.phase == "local":
+            self._open_stores(job)
+            job.phase = "read"
         if not self._read_changelog_slice(job):
             return
         self._restore = None
         keys = 0
-        for partition, states, raw in self._restored_states(job.latest, job.partitions):
+        for partition in job.partitions:
+            store = job.stores[partition]
+            states, raw = self._stored_states(store)
             keys += self.state.assign(partition, states, raw)
             self._recover_calls(partition, self.state.items(partition))
-        job.latest.clear()
+            if store.durable:
+                self._stores[partition] = store
+            else:
+                store.close()
+        job.stores.clear()
         resumed = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
         if not self._paused:  # paused for calls: _flow resumes them with the rest
             self.consumer.resume(resumed)
@@ -683,29 +758,69 @@ class Processor(Generic[S]):
         self.health.partitions = len(self.state.partitions)
         self.health.restoring = False
         self._log.info("partitions_restored", partitions=job.partitions, records=job.records,
-                       keys=keys,
+                       keys=keys, from_offsets={p: job.starts.get(p, 0) for p in job.partitions},
                        seconds=round(time.monotonic() - job.started, 3))
 
-    def _restored_states(self, latest: dict[tuple[int, bytes], bytes], partitions: list[int]
-                         ) -> Iterator[tuple[int, Iterator[tuple[str, S]], dict[str, bytes] | None]]:
-        """Per partition: its states, decoded one at a time as they are taken (so a restore never holds
+    def _changelog_stable(self, job: _Restore, elapsed: float) -> bool:
+        """True (and on to the `local` phase) once no transaction is open on the job's changelog partitions."""
+        if self._changelog_reader.is_stable(job.partitions):
+            job.phase = "local"
+        elif elapsed > 2 * self.config.transaction_timeout_ms / 1000:
+            # Its producer is gone or fenced: the coordinator aborts it, its records never count.
+            self._log.warning("changelog_transaction_still_open", partitions=job.partitions)
+            job.phase = "local"
+        return job.phase == "local"
+
+    def _open_stores(self, job: _Restore) -> None:
+        """Each partition's local store, and the offset to read its changelog from: the store's checkpoint
+        when it is trusted (payments.runtime.store), else the start (the store wiped)."""
+        bounds = self._changelog_reader.bounds(job.partitions)
+        job.topic_id = self._changelog_reader.topic_id()
+        self._changelog_id = job.topic_id
+        max_age_s = self.config.store_checkpoint_age_max_s
+        for partition in job.partitions:
+            earliest, end = bounds[partition]
+            job.earliest[partition] = earliest
+            job.ends[partition] = end
+            job.starts[partition] = earliest
+            store = self._open_store(partition)
+            job.stores[partition] = store
+            try:
+                checkpoint = store.checkpoint()
+                why = "no checkpoint" if checkpoint is None else checkpoint.trusted(
+                    earliest=earliest, end=end, topic_id=job.topic_id, now_s=time.time(), max_age_s=max_age_s)
+                if why is None:
+                    assert checkpoint is not None
+                    job.starts[partition] = checkpoint.offset
+                elif store.durable:
+                    self._log.info("state_store_rebuilt", partition=partition, reason=why)
+                    store.wipe()
+            except StateStoreError as error:
+                self._log.warning("state_store_unusable", partition=partition, error=str(error))
+                store.close()
+                job.stores[partition] = MemoryStore()
+
+    def _open_store(self, partition: int) -> PartitionStore:
+        try:
+            return self._stores_factory.open(partition)
+        except StateStoreError as error:  # locked by another process, a disk error: restore without one
+            self._log.warning("state_store_unusable", partition=partition, error=str(error))
+            return MemoryStore()
+
+    def _stored_states(self, store: PartitionStore) -> tuple[Iterator[tuple[str, S]], dict[str, bytes] | None]:
+        """A restored partition's states, decoded one at a time as they are taken (so a restore never holds
         them all decoded at once), and the snapshot bytes the state keeps (None for a Logic in parts)."""
         if self._parted is None:
-            raw: dict[int, dict[str, bytes]] = {partition: {} for partition in partitions}
-            for (partition, raw_key), value in latest.items():
-                raw[partition][raw_key.decode()] = value
+            raw = {key.decode(): value for key, value in store.items()}
             decode = self.logic.decode_state
-            for partition in partitions:
-                yield partition, ((key, decode(value)) for key, value in raw[partition].items()), raw[partition]
-            return
-        grouped: dict[int, dict[str, dict[str, bytes]]] = {partition: {} for partition in partitions}
-        for (partition, raw_key), value in latest.items():
+            return ((key, decode(value)) for key, value in raw.items()), raw
+        grouped: dict[str, dict[str, bytes]] = {}
+        for raw_key, value in store.items():
             name, part = split_part_key(raw_key.decode())
-            grouped[partition].setdefault(name, {})[part] = value
+            grouped.setdefault(name, {})[part] = value
         parted = self._parted
-        for partition in partitions:
-            decoded = ((name, parted.decode_parts(parts)) for name, parts in grouped[partition].items())
-            yield partition, ((name, state) for name, state in decoded if state is not None), None
+        decoded = ((name, parted.decode_parts(parts)) for name, parts in grouped.items())
+        return ((name, state) for name, state in decoded if state is not None), None
 
     def _fetch_committed(self, job: _Restore) -> bool:
         """The committed positions of the job's input partitions; False to try again next step (timed out:
@@ -727,29 +842,57 @@ class Processor(Generic[S]):
         return True
 
     def _read_changelog_slice(self, job: _Restore) -> bool:
-        """Read the changelog for up to `restore_slice_ms`; True once it is read to its end."""
+        """Read the changelog for up to `restore_slice_ms` into the stores; True once it is read to the end
+        captured in `_open_stores` (then each store's checkpoint is that end)."""
         if job.reader is None:
-            job.reader = iter(self._changelog_reader.read(job.partitions, self.config.restore_timeout_s))
+            pending = [p for p in job.partitions if job.starts[p] < job.ends[p]]
+            job.reader = iter(self._changelog_reader.read(pending, self.config.restore_timeout_s,
+                                                          starts={p: job.starts[p] for p in pending},
+                                                          ends={p: job.ends[p] for p in pending}))
         until = time.monotonic() + self.config.restore_slice_ms / 1000
+        done = True
+        reader = job.reader
         try:
-            for partition, key, value in job.reader:
-                if value is None:  # read from the start in offset order: a tombstone ends what came before
-                    job.latest.pop((partition, key), None)
-                else:
-                    job.latest[(partition, key)] = value
+            for partition, key, value in reader:
+                job.read.setdefault(partition, []).append((key, value))
                 job.records += 1
                 if time.monotonic() > until:
+                    done = False
                     break
-            else:
-                return True
         except ServiceError as error:
             raise FatalProcessorError(f"changelog restore failed: {error}") from error
+        self._flush_read(job, done=done)
+        if job.reader is None:  # a store failed: the read starts over
+            return False
+        if done:
+            return True
         now = time.monotonic()
         if now - job.reported >= RESTORE_PROGRESS_EVERY_S:
             job.reported = now
             self._log.info("restore_progress", partitions=job.partitions, records=job.records,
-                           keys=len(job.latest), seconds=round(now - job.started, 1))
+                           seconds=round(now - job.started, 1))
         return False
+
+    def _flush_read(self, job: _Restore, *, done: bool) -> None:
+        """What this slice read into the stores (in offset order: a tombstone deletes what came before); at the
+        end, with each store's checkpoint at the captured end."""
+        now = time.time()
+        for partition in job.partitions:
+            records = job.read.pop(partition, [])
+            if not records and not done:
+                continue
+            checkpoint = StoreCheckpoint(job.ends[partition], job.topic_id, now) if done else None
+            store = job.stores[partition]
+            try:
+                store.write(records, checkpoint)
+            except StateStoreError as error:  # read this partition again from its start, into memory
+                self._log.warning("state_store_unusable", partition=partition, error=str(error))
+                store.close()
+                job.stores[partition] = MemoryStore()
+                job.starts[partition] = job.earliest[partition]
+                job.close(stores=False)  # the others read again from where they started: nothing lost
+                job.read.clear()
+                return
 
     def _recover_calls(self, partition: int, states: Iterator[tuple[str, S]]) -> None:
         """Calls recorded but not answered when the partition was last owned may have been made already:
@@ -778,6 +921,11 @@ class Processor(Generic[S]):
                 left = [p for p in self._restore.partitions if p not in revoked]
                 self._restore = _Restore(left, time.monotonic()) if left else None
                 self.health.restoring = self._restore is not None
+        for number in {tp.partition for tp in partitions}:  # the local store stays on disk for a next owner here
+            store = self._stores.pop(number, None)
+            if store is not None:
+                store.close()
+            self._delivered.pop(number, None)
         for tp in partitions:
             self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)

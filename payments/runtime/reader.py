@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicCollection, TopicPartition
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
@@ -102,3 +102,14 @@ def is_stable(bootstrap: str, partitions: Iterable[Partition]) -> bool:
     """No transaction is open on the partitions now (last stable offset == high watermark)."""
     wanted = list(partitions)
     return end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False)
+
+
+def topic_id(bootstrap: str, topic: str) -> str:
+    """The id Kafka gave `topic` when it was created (KafkaCallError if it cannot be had)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def describe() -> str:
+        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=30)
+        return str(futures[topic].result().topic_id)
+
+    return retry_kafka(describe, "describe_topics")

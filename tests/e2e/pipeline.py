@@ -67,7 +67,7 @@ def start_pipeline(kafka_bootstrap: str, database_url: str, processes: list[list
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="pipeline-"))
-    env = {**FAST_ENV, **partner_env(log_dir), **overrides}
+    env = {**FAST_ENV, **partner_env(log_dir), "PAYMENTS_STATE_DIR": str(log_dir / "state"), **overrides}
     services = start_all([service(args, bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
                                   log_dir=log_dir, extra_env=env) for args in processes])
     yield Pipeline(kafka_bootstrap, topics, services, database_url)

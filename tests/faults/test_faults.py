@@ -84,7 +84,8 @@ def system() -> Iterator[System]:
             setup_topics(kafka.bootstrap_servers, topics)
             env = {**FAST_ENV, "PAYMENTS_SAGA_TIME_SCALE": "0.1", "PAYMENTS_PARTNER_DECLINE_RATE": "0.1",
                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DATABASE_URL": database_url,
-                   "PAYMENTS_TOPIC_PREFIX": topics.prefix, **partner_env(home)}
+                   "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_STATE_DIR": str(home / "state"),
+                   **partner_env(home)}
             services = [ServiceProcess(args, log_dir=home / "logs", env=env, health_port=free_port())
                         for args in process_args()]
             supervisor = Supervisor(services).start()

@@ -17,8 +17,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from payments.runtime.clients import LoopClients, RebalanceCallback, WireHeaders
+from payments.runtime.clients import DeliveryCallback, LoopClients, RebalanceCallback, WireHeaders
 from payments.runtime.processor import Processor
+from payments.runtime.store import MemoryStore, PartitionStore, StateStoreError, StateStores
 
 
 @dataclass
@@ -65,6 +66,8 @@ class FakeProducer:
         self.failures = Failures()
         self.open = False
         self.buffer: list[tuple[str, Stored, int]] = []
+        self.reports: list[DeliveryCallback | None] = []  # the buffer's delivery callbacks
+        self.pending_reports: list[tuple[DeliveryCallback, Message]] = []  # delivered, served by poll()
         self.offsets: list[TopicPartition] = []
         self.commits = 0
         self.aborts = 0
@@ -80,10 +83,10 @@ class FakeProducer:
     def begin_transaction(self) -> None:
         self.failures.check("begin_transaction")
         assert not self.open, "a transaction is already open"
-        self.open, self.buffer, self.offsets = True, [], []
+        self.open, self.buffer, self.offsets, self.reports = True, [], [], []
 
     def produce(self, topic: str, *, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                headers: WireHeaders | None = None) -> None:
+                headers: WireHeaders | None = None, on_delivery: DeliveryCallback | None = None) -> None:
         assert self.open, "produce outside a transaction"
         if self.full_for:
             self.full_for -= 1
@@ -93,9 +96,13 @@ class FakeProducer:
         if self.refuse_on_produce(topic, stored):
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large"))
         self.buffer.append((topic, stored, partition))
+        self.reports.append(on_delivery)
 
     def poll(self, timeout: float) -> int:
-        return 0
+        served, self.pending_reports = self.pending_reports, []
+        for callback, record in served:
+            callback(None, record)
+        return len(served)
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: object,
                                     timeout: float) -> None:
@@ -107,8 +114,12 @@ class FakeProducer:
         if any(self.refuse_at_commit(topic, stored) for topic, stored, _ in self.buffer):
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large",
                                             txn_requires_abort=True))
-        for topic, stored, partition in self.buffer:
-            self.broker.append(topic, stored.key, stored.value, stored.headers, partition)
+        for (topic, stored, partition), report in zip(self.buffer, self.reports, strict=True):
+            number = self.broker.append(topic, stored.key, stored.value, stored.headers, partition)
+            if report is not None:
+                offset = len(self.broker.logs[(topic, number)]) - 1
+                self.pending_reports.append((report, Message(topic=topic, partition=number, offset=offset,
+                                                             key=stored.key, value=stored.value)))
         for tp in self.offsets:
             self.broker.group_offsets[(tp.topic, tp.partition)] = tp.offset
         self.open, self.buffer, self.offsets = False, [], []
@@ -216,23 +227,55 @@ class FakeChangelog:
         self.stable_checks = 0
         self.unstable_checks = 0  # the first this many is_stable() calls say a transaction is still open
         self.record_delay_s = 0.0  # a slow changelog: each record takes this long to read
+        self.id = "topic-1"  # another id: the topic was deleted and created again
+        self.records_read = 0
 
     def is_stable(self, partitions: Sequence[int]) -> bool:
         self.stable_checks += 1
         return self.stable_checks > self.unstable_checks
 
-    def read(self, partitions: Sequence[int], timeout_s: float) -> Iterator[tuple[int, bytes, bytes | None]]:
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        return {p: (0, len(self.broker.logs.get((self.topic, p), []))) for p in partitions}
+
+    def topic_id(self) -> str:
+        return self.id
+
+    def read(self, partitions: Sequence[int], timeout_s: float, *, starts: dict[int, int] | None = None,
+             ends: dict[int, int] | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
         self.reads += 1
         for partition in partitions:
-            for stored in self.broker.logs.get((self.topic, partition), []):
+            records = self.broker.logs.get((self.topic, partition), [])
+            start = (starts or {}).get(partition, 0)
+            end = (ends or {}).get(partition, len(records))
+            for stored in records[start:end]:
                 assert stored.key is not None
                 time.sleep(self.record_delay_s)
+                self.records_read += 1
                 yield partition, stored.key, stored.value
 
 
-def fake_clients(broker: FakeBroker, changelog_topic: str) -> tuple[LoopClients, FakeConsumer, FakeProducer]:
+class MemoryStores:
+    """Local stores that live as long as this object: a processor rebuilt in the same test finds what its
+    predecessor wrote, as a restarted process finds its folder. `unusable`: partitions whose store cannot be
+    opened (held by another process, say)."""
+
+    def __init__(self) -> None:
+        self.stores: dict[int, MemoryStore] = {}
+        self.unusable: set[int] = set()
+
+    def open(self, partition: int) -> PartitionStore:
+        if partition in self.unusable:
+            raise StateStoreError(f"store {partition} is locked")
+        return self.stores.setdefault(partition, MemoryStore(durable=True))
+
+
+def fake_clients(broker: FakeBroker, changelog_topic: str, stores: StateStores | None = None
+                 ) -> tuple[LoopClients, FakeConsumer, FakeProducer]:
     consumer, producer = FakeConsumer(broker), FakeProducer(broker)
-    return LoopClients(consumer, producer, FakeChangelog(broker, changelog_topic)), consumer, producer
+    clients = LoopClients(consumer, producer, FakeChangelog(broker, changelog_topic))
+    if stores is not None:
+        clients = LoopClients(consumer, producer, clients.changelog, clients.connection, stores)
+    return clients, consumer, producer
 
 
 def kafka_error(*, retriable: bool = False, abortable: bool = False, fatal: bool = False,
