@@ -22,6 +22,7 @@ from payments.runtime.store import NoStores, StateStores
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 WireHeaders = list[tuple[str, str | bytes | None]]  # what librdkafka's produce() takes
 DeliveryCallback = Callable[[KafkaError | None, Message], None]  # served by poll(), flush() and commit
+EndOffsets = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
 
 
 class LoopConsumer(Protocol):
@@ -114,6 +115,9 @@ class LoopClients:
     changelog: ChangelogReader
     connection: ConnectionWatch = field(default_factory=ConnectionWatch)
     stores: StateStores = field(default_factory=NoStores)  # local copies of the changelog (payments.runtime.store)
+    # The end (last stable offset) of input partitions, asked from a background thread for liveness; None: lag
+    # is not measured (unit tests without one).
+    end_offsets: EndOffsets | None = None
 
 
 class KafkaChangelogReader:
@@ -179,4 +183,4 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "retry.backoff.ms": config.retry_backoff_ms,
     })
     return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection,
-                       stores or NoStores())
+                       stores or NoStores(), lambda partitions: end_offsets(bootstrap_servers, partitions))

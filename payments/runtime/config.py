@@ -44,6 +44,7 @@ class ProcessorConfig:
     # A blocking call still running this long after its own timeout means the client is stuck: exit.
     watchdog_margin_s: float = 10.0
     progress_bound_s: float = 60.0  # /healthz turns unhealthy after this long without progress
+    lag_check_s: float = 5.0  # how often a background thread asks the brokers for the input lag (/healthz)
 
     @property
     def call_deadline_s(self) -> float:

@@ -1,8 +1,10 @@
 """Liveness that reflects progress, and readiness, as the main loop reports them; served over HTTP.
 
-- alive (`/healthz`): the loop iterated within `progress_bound_s`, and when records were waiting, a
-  checkpoint committed within it too. A loop blocked in a call, or one spinning through aborts while
-  work waits, is unhealthy (the watchdog ends the first kind; a supervisor may restart either).
+- alive (`/healthz`): the loop iterated within `progress_bound_s`, and when work was waiting (records
+  consumed, or lag on its partitions: records in Kafka it has not read), a checkpoint committed within
+  it too. A loop blocked in a call, one spinning through aborts while work waits, and one that
+  iterates but fetches nothing while its partitions have lag (a fetcher stuck after a broker fault)
+  are unhealthy (the watchdog ends the first kind; a supervisor may restart the others).
 - ready (`/readyz`): the loop owns partitions and has restored their state.
 
 Both answer 200 with `{"ok": true, ...}` or 503 with the reason, as JSON. The server runs in a daemon
@@ -24,17 +26,24 @@ class Health:
         self.progress_bound_s = progress_bound_s
         self._clock = clock
         self._last_iteration = clock()
-        self._waiting_since: float | None = None  # records consumed and not yet committed since then
+        self._waiting_since: float | None = None  # work waiting (records or lag) and no commit since then
+        self._lag = 0  # records behind the end of the owned partitions, as last measured (0: none or unknown)
         self.partitions = 0
         self.restoring = False
 
     # -- reported by the loop ---------------------------------------------------------------------
 
     def consumed(self, records: int) -> None:
-        """The loop took `records` from Kafka: with none, nothing waits; with some, a commit is due."""
-        if records == 0:
+        """The loop took `records` from Kafka: with some, a commit is due; with none and no lag, nothing waits."""
+        if records == 0 and self._lag == 0:
             self._waiting_since = None
-        elif self._waiting_since is None:
+        elif records and self._waiting_since is None:
+            self._waiting_since = self._clock()
+
+    def lagging(self, records: int) -> None:
+        """The owned partitions are `records` behind their end: with any, a commit is due."""
+        self._lag = records
+        if records and self._waiting_since is None:
             self._waiting_since = self._clock()
 
     def committed(self) -> None:
@@ -53,7 +62,8 @@ class Health:
             return False, f"no loop iteration for {idle_s:.0f}s (bound {self.progress_bound_s:.0f}s)"
         if self._waiting_since is not None and now - self._waiting_since > self.progress_bound_s:
             waiting_s = now - self._waiting_since
-            return False, f"records waiting and no commit for {waiting_s:.0f}s (bound {self.progress_bound_s:.0f}s)"
+            return False, (f"records waiting (lag {self._lag}) and no commit for {waiting_s:.0f}s "
+                           f"(bound {self.progress_bound_s:.0f}s)")
         return True, "progressing"
 
     def ready(self) -> tuple[bool, str]:
@@ -67,7 +77,7 @@ class Health:
         alive, alive_reason = self.alive()
         ready, ready_reason = self.ready()
         return {"alive": alive, "alive_reason": alive_reason, "ready": ready, "ready_reason": ready_reason,
-                "partitions": self.partitions}
+                "partitions": self.partitions, "lag": self._lag}
 
 
 def serve_health(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - a probe port

@@ -198,6 +198,7 @@ class Processor(Generic[S]):
         self._changelog_id = ""  # the changelog topic's id, as found by the last restore
         self._store_writes: dict[int, list[Record]] = {}  # this checkpoint's changelog records, per partition
         self._delivered: dict[int, int] = {}  # the highest changelog offset delivered, per partition
+        self._end_offsets = clients.end_offsets
         self._log = log.bind(service=logic.service, instance=instance_id)
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
@@ -214,6 +215,9 @@ class Processor(Generic[S]):
         """
         self.consumer.subscribe(list(self._inputs), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
+        probe_stop = threading.Event()
+        if self._end_offsets is not None:
+            threading.Thread(target=self._probe_lag, args=(probe_stop,), name="lag-probe", daemon=True).start()
         try:
             while not stop.is_set():
                 self.step()
@@ -224,6 +228,7 @@ class Processor(Generic[S]):
                 raise
             raise FatalProcessorError(f"{type(error).__name__}: {error}") from error
         finally:
+            probe_stop.set()
             self.close()
 
     def step(self) -> int:
@@ -246,6 +251,22 @@ class Processor(Generic[S]):
         handled = self._checkpoint(records, due, now) if busy else 0
         self.health.iterated()
         return handled
+
+    def _probe_lag(self, stop: threading.Event) -> None:
+        """Background thread: every `lag_check_s`, the owned input partitions' lag behind their committed
+        positions, for liveness (payments.runtime.health). Asked of the brokers off the main loop, so a
+        broker that does not answer delays only this figure; a failed ask keeps the last one."""
+        assert self._end_offsets is not None
+        while not stop.wait(self.config.lag_check_s):
+            owned = self.state.partitions
+            committed = dict(self._committed)
+            wanted = [(topic, partition) for topic in self._inputs for partition in sorted(owned)]
+            try:
+                ends = self._end_offsets(wanted)
+            except Exception as error:  # any failure only delays the figure: keep the last one
+                self._log.debug("lag_probe_failed", error=str(error))
+                continue
+            self.health.lagging(sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items()))
 
     def close(self) -> None:
         """Leave the group and flush what is queued. Never raises a Kafka error: close() runs on the way out

@@ -146,6 +146,7 @@ class FakeConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.assigned_by_callback = 0
         self.closed = False
+        self.stalled = False
 
     def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
                   on_lost: RebalanceCallback) -> None:
@@ -162,6 +163,8 @@ class FakeConsumer:
         if self.next_assignment is not None:
             self._deliver_rebalance(self.next_assignment)
             self.next_assignment = None
+        if self.stalled:  # a fetcher stuck after a broker fault: nothing arrives, the watermarks still show lag
+            return []
         batch: list[Message] = []
         for (topic, partition), position in sorted(self.positions.items()):
             if (topic, partition) in self.paused:

@@ -165,3 +165,20 @@ def test_transient_kafka_errors_are_asked_again_and_others_or_too_many_are_a_cal
     with pytest.raises(KafkaCallError, match="after 3 attempt"):
         retry_kafka(_failing([KafkaError.UNKNOWN_LEADER_EPOCH] * 5), "list_offsets",  # type: ignore[arg-type]
                     attempts=3, sleep=sleeps.append)
+
+
+def test_lag_without_commits_is_lost_health_even_when_every_poll_comes_back_empty() -> None:
+    clock = Clock()
+    health = Health(progress_bound_s=60.0, clock=clock)
+    health.lagging(120)  # records wait in Kafka, and the fetcher delivers none of them
+    for _ in range(7):
+        clock.now += 10.0
+        health.consumed(0)
+        health.iterated()
+    assert health.alive() == (False, "records waiting (lag 120) and no commit for 70s (bound 60s)")
+    health.committed()
+    health.lagging(0)
+    health.consumed(0)
+    clock.now += 70.0
+    health.iterated()
+    assert health.alive()[0]

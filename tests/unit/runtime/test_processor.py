@@ -26,6 +26,7 @@ from payments.contracts.errors import EncodeError
 from payments.contracts.messages import AssessRisk, InitiatePayment, Message
 from payments.contracts.topics import COMMANDS, RISK_COMMANDS
 from payments.money import Money
+from payments.runtime.clients import LoopClients
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter
 from payments.runtime.errors import FatalProcessorError, TopologyError
@@ -566,3 +567,37 @@ def test_a_topology_error_exits_at_once_with_the_configuration_code() -> None:
 
 def _payment_ids(rig: Rig) -> list[str]:
     return [r.key.decode() for r in rig.broker.records(TOPICS.commands) if r.key is not None]
+
+
+def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_progress_bound() -> None:
+    broker = FakeBroker()
+    clients, consumer, _ = fake_clients(broker, TOPICS.changelog("counter"))
+    ends = lambda partitions: {tp: len(broker.logs.get(tp, [])) for tp in partitions}  # noqa: E731
+    clients = LoopClients(consumer, clients.producer, clients.changelog, end_offsets=ends)
+    processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i",
+                          config=ProcessorConfig(lag_check_s=0.01, progress_bound_s=0.3), clock=Clock())
+    consumer.subscribe(list(processor._inputs), on_assign=processor._on_assign, on_revoke=processor._on_revoke,
+                       on_lost=processor._on_revoke)
+    restore_assigned(processor)
+    probe_stop = threading.Event()
+    threading.Thread(target=processor._probe_lag, args=(probe_stop,), daemon=True).start()
+    try:
+        rig = Rig.__new__(Rig)
+        rig.broker = broker
+        rig.send(command())
+        for _ in range(2):
+            processor.step()
+        assert processor.health.alive()[0]
+        consumer.stalled = True  # a fetcher stuck after a broker fault: the records wait, nothing arrives
+        rig.send(command(), command())
+        deadline = time.monotonic() + 5
+        while processor.health.alive()[0]:
+            processor.step()
+            assert time.monotonic() < deadline, "a stalled loop with lag stayed healthy"
+        assert "lag 2" in processor.health.alive()[1]
+        consumer.stalled = False
+        for _ in range(2):
+            processor.step()
+        assert processor.health.alive()[0]
+    finally:
+        probe_stop.set()
