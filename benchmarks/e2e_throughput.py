@@ -7,6 +7,13 @@ last terminal event; this counts one end-to-end latency too, so on a short burst
 weighs more) and the initiated->settled latency percentiles.
 Figures only: nothing here asserts a speed.
 
+The processes come from the registry (ops.registry): every simulator, and every service on the payment
+path, i.e. each service whose output another service reads (today intake, gate, idempotency,
+orchestrator, risk, funds, partner). A service only downstream of the saga (today the settlement
+publisher, which reads payments.events for subscribers) and the projections are left out: nothing
+the benchmark measures waits for them, they only add load. A participant added to the registry is
+benchmarked without a change here.
+
     .venv/bin/python benchmarks/e2e_throughput.py --payments 4000 --latencies 1 200,250
 """
 
@@ -25,7 +32,8 @@ from pathlib import Path
 import psutil
 from confluent_kafka import Producer
 
-from ops.registry import topology
+from ops.registry import SERVICES as REGISTERED_SERVICES
+from ops.registry import SIMULATORS, topology
 from ops.settings import Settings
 from ops.stack import LocalStack
 from ops.supervisor import ServiceProcess, free_port, start_all
@@ -37,7 +45,20 @@ from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
 
 PAYERS = ["acc-alice", "acc-carol", "acc-dave", "acc-frank", "acc-heidi", "acc-judy", "acc-payer-1", "acc-bob"]
-SERVICES = ("intake", "gate", "idempotency", "orchestrator", "risk", "funds", "partner")
+
+
+def payment_path() -> tuple[str, ...]:
+    """The registered services some other registered service reads from, in registry order."""
+    read_by: dict[str, set[str]] = {}
+    for name, spec in REGISTERED_SERVICES.items():
+        for topic in spec.logic.input_topics:
+            read_by.setdefault(topic, set()).add(name)
+    return tuple(name for name, spec in REGISTERED_SERVICES.items()
+                 if any(read_by.get(topic, set()) - {name} for topic in spec.logic.output_topics))
+
+
+SERVICES = payment_path()
+PROCESSES = (*SIMULATORS, *SERVICES)  # `payments run` names, simulators first: the services call them
 
 
 @dataclass(frozen=True)
@@ -70,7 +91,7 @@ def run_once(settings: Settings, payments: int, latency: str, timeout_s: float) 
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": latency,
            "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0",
            "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), "PAYMENTS_PARTNER_SIM_PORT": str(free_port())}
-    services = start_all([ServiceProcess([name], log_dir=log_dir, env=env) for name in ("partner-sim", *SERVICES)])
+    services = start_all([ServiceProcess([name], log_dir=log_dir, env=env) for name in PROCESSES])
     serde = SingleObjectSerde()
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})
@@ -124,7 +145,7 @@ def main() -> int:
     runs = [run_once(settings, args.payments, latency, args.timeout_s) for latency in args.latencies]
     baseline = runs[0]
     print(f"\nend to end, {args.payments} payments in one burst; {len(SERVICES)} services ({', '.join(SERVICES)}), "
-          f"1 instance each, plus the partner simulator; no projections; {os.cpu_count()} cores, Kafka and "
+          f"1 instance each, plus {', '.join(SIMULATORS)}; no projections; {os.cpu_count()} cores, Kafka and "
           "PostgreSQL on this machine")
     print(f"{'partner latency ms (median,p99)':>32} {'settled':>8} {'payments/s':>11} {'vs baseline':>12} "
           f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
@@ -133,9 +154,9 @@ def main() -> int:
         print(f"{run.latency:>32} {run.settled:>8} {run.throughput:>11.0f} {ratio:>11.0%} "
               f"{run.p50_ms:>7.0f} {run.p95_ms:>7.0f} {run.p99_ms:>7.0f}")
     print("\nCPU ms per payment (user+system, over the run):")
-    print(f"{'partner latency ms':>32} " + " ".join(f"{name:>12}" for name in ("partner-sim", *SERVICES)))
+    print(f"{'partner latency ms':>32} " + " ".join(f"{name:>12}" for name in PROCESSES))
     for run in runs:
-        print(f"{run.latency:>32} " + " ".join(f"{run.cpu_ms[name]:>12.2f}" for name in ("partner-sim", *SERVICES)))
+        print(f"{run.latency:>32} " + " ".join(f"{run.cpu_ms[name]:>12.2f}" for name in PROCESSES))
     return 0
 
 

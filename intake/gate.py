@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from intake.errors import HeldCommandError
 from intake.scope import has_usable_key, request_hash, scope_key
 from payments.contracts.base import Command
 from payments.contracts.commands import RefundPayment
@@ -58,9 +59,13 @@ class Held(BaseModel):
                    content_type=envelope.content_type)
 
     def command(self) -> Command:
-        command = MESSAGE_TYPES[self.avro_name].model_validate_json(self.body)
-        assert isinstance(command, Command), self.avro_name
-        return command
+        """The command held; HeldCommandError if this version knows no command of that record type (the
+        state was written by another version: `of` only ever holds commands)."""
+        model = MESSAGE_TYPES.get(self.avro_name)
+        if model is None or not issubclass(model, Command):
+            raise HeldCommandError(f"the gate holds a {self.avro_name} record, which is not a command this "
+                                   "version knows")
+        return model.model_validate_json(self.body)
 
     def envelope(self) -> Envelope:
         return Envelope(id=self.ce_id, type=self.avro_name, source=self.ce_source, time=self.ce_time,

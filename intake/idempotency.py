@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from intake.errors import IntakeConfigError
 from intake.scope import scope_key
 from payments.contracts.codes import ClaimVerdict, CommandType
 from payments.contracts.envelope import Envelope
@@ -34,7 +35,7 @@ class IdempotencyConfig:
 
     def __post_init__(self) -> None:
         if self.window <= timedelta(0):
-            raise ValueError(f"the idempotency window must be positive, got {self.window}")
+            raise IntakeConfigError(f"the idempotency window must be positive, got {self.window}")
 
 
 class Remembered(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+from intake.errors import UnknownCommandError
 from payments.contracts.base import Command
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 
@@ -34,7 +35,10 @@ def has_usable_key(command: Command) -> bool:
 
 
 def request_hash(command: Command) -> str:
-    """What must be equal for two commands under one key to be the same request."""
+    """What must be equal for two commands under one key to be the same request.
+
+    UnknownCommandError for a command type without a rule here: the contracts define the commands, and
+    one added there must get its request identity here before the intake can claim its key."""
     match command:
         case InitiatePayment():
             fields = ["InitiatePayment", command.payer_account, command.payee_account,
@@ -45,5 +49,6 @@ def request_hash(command: Command) -> str:
         case RefundPayment():
             fields = ["RefundPayment", command.payment_id, str(command.amount.amount_minor), command.amount.currency]
         case _:
-            raise AssertionError(f"not a command type: {type(command).__name__}")
+            raise UnknownCommandError(f"{type(command).__name__} has no request identity in intake.scope: "
+                                      "its commands cannot be claimed")
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()

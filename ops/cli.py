@@ -16,6 +16,7 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from consumers.errors import ParticipantError
+from intake.errors import IntakeError
 from ops.errors import ConfigError, OpsError
 from ops.registry import PROJECTIONS, SERVICES, SIMULATORS
 from ops.settings import Settings
@@ -25,8 +26,8 @@ from projections.errors import ProjectionError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-KNOWN_ERRORS = (OpsError, PaymentsError, ParticipantError, OrchestratorError, ProjectionError, psycopg.Error,
-                KafkaException)
+KNOWN_ERRORS = (OpsError, PaymentsError, IntakeError, ParticipantError, OrchestratorError, ProjectionError,
+                psycopg.Error, KafkaException)
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:

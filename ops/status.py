@@ -4,21 +4,28 @@ Ready means: every topic of the topology exists with its declared partition coun
 and projection in the registry has a live consumer group member with all of its input partitions
 assigned. Lag is the read_committed end offset minus the committed position, per group: Kafka's
 committed offsets for the Kafka->Kafka services, PostgreSQL's `projection_offsets` for projections.
+
+Every Kafka call is asked again through transient errors, with a bound (payments.runtime.retry): a
+group that still cannot be described or read is reported as a problem of that group (not ready);
+topic metadata or end offsets that cannot be had end the command with a KafkaCallError (one line).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from functools import partial
+from typing import Any, TextIO
 
 import psycopg
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
 from ops.registry import PROJECTIONS, SERVICES, topology
 from ops.settings import Settings
+from payments.runtime.errors import KafkaCallError
 from payments.runtime.reader import end_offsets
+from payments.runtime.retry import retry_kafka
 from payments.runtime.topics import Topics
 
 ADMIN_TIMEOUT_S = 10.0
@@ -54,7 +61,8 @@ def system_status(settings: Settings) -> SystemStatus:
     bootstrap, topics = settings.bootstrap_servers, settings.topics
     admin = AdminClient({"bootstrap.servers": bootstrap})
     expected = topology(topics, settings.partitions)
-    existing = {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.items()}
+    metadata = retry_kafka(lambda: admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics, "list_topics")
+    existing = {name: len(meta.partitions) for name, meta in metadata.items()}
     problems = [f"{spec.name} is missing" if spec.name not in existing else
                 f"{spec.name} has {existing[spec.name]} partitions, expected {spec.partitions}"
                 for spec in expected if existing.get(spec.name) != spec.partitions]
@@ -79,12 +87,12 @@ def _partitions(topics: Topics, bases: tuple[str, ...], existing: dict[str, int]
 
 
 def _describe(admin: AdminClient, groups: list[GroupStatus]) -> None:
-    futures = admin.describe_consumer_groups([g.group for g in groups], request_timeout=ADMIN_TIMEOUT_S)
     for group in groups:
-        try:
-            description = futures[group.group].result()
-        except KafkaException as error:
-            group.problems.append(f"cannot describe group {group.group}: {error.args[0]}")
+        try:  # one group per request: a transient error (a coordinator loading or moving) asks again for it alone
+            description = retry_kafka(partial(_description, admin, group.group),
+                                      f"describe_consumer_groups {group.group}")
+        except KafkaCallError as error:
+            group.problems.append(f"cannot describe group {group.group}: {error}")
             continue
         group.members = len(description.members)
         wanted = set(group.inputs)
@@ -92,12 +100,22 @@ def _describe(admin: AdminClient, groups: list[GroupStatus]) -> None:
                               for tp in member.assignment.topic_partitions} & wanted)
 
 
+def _description(admin: AdminClient, group: str) -> Any:
+    """One consumer group's description (a ConsumerGroupDescription), asked alone."""
+    return admin.describe_consumer_groups([group], request_timeout=ADMIN_TIMEOUT_S)[group].result()
+
+
+def _group_offsets(admin: AdminClient, group: str) -> Any:
+    """One consumer group's committed offsets (a ConsumerGroupTopicPartitions), asked alone."""
+    return admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                             request_timeout=ADMIN_TIMEOUT_S)[group].result()
+
+
 def _committed(admin: AdminClient, group: GroupStatus) -> dict[tuple[str, int], int] | None:
     try:
-        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group.group)],
-                                                   request_timeout=ADMIN_TIMEOUT_S)[group.group].result()
-    except KafkaException as error:
-        group.problems.append(f"cannot read committed offsets: {error.args[0]}")
+        result = retry_kafka(partial(_group_offsets, admin, group.group), f"list_consumer_group_offsets {group.group}")
+    except KafkaCallError as error:
+        group.problems.append(f"cannot read committed offsets: {error}")
         return None
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 

@@ -20,6 +20,9 @@ A rebuild, in order:
      rebuilt copy's. The live runner's next batch finds offsets it did not write, rolls back, seeks
      to them and continues from the rebuild's end offsets.
 Rolling back is the same swap in the other direction: `payments replay <projection> --swap-in <retired schema>`.
+
+Database errors are translated where each step meets PostgreSQL (projections.errors): a replay ends in
+a ProjectionError (or the runner's FatalProcessorError), printed as one line with exit code 1.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from payments.runtime.errors import KafkaCallError
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.records import headers_of
 from payments.runtime.topics import Topics
-from projections.errors import ProjectionError
+from projections.errors import ProjectionError, translated
 from projections.runner import BatchProjection, ProjectionRunner, RecordMeta, RunnerConfig
 from projections.spec import ProjectionSpec, Rows
 
@@ -120,7 +123,7 @@ def new_schema_name(prefix: str, projection: str, now: datetime | None = None) -
 def create_schema(database_url: str, schema: str, spec: ProjectionSpec) -> OwnedObjects:
     """Create `schema` with the projection's tables (from its migrations); return what they created."""
     migrations = resources.files("projections.migrations")
-    with psycopg.connect(database_url) as conn, conn.transaction():
+    with translated(f"creating schema {schema}"), psycopg.connect(database_url) as conn, conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         for name in spec.migrations:
@@ -146,7 +149,8 @@ def owned_objects(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> 
 
 def schema_url(database_url: str, schema: str) -> str:
     """A connection string whose sessions resolve unqualified names in `schema` (and pg_catalog) only."""
-    return make_conninfo(database_url, options=f"-c search_path={schema}")
+    with translated("the database URL"):
+        return make_conninfo(database_url, options=f"-c search_path={schema}")
 
 
 # -- step 3: rebuild ------------------------------------------------------------------------------
@@ -274,7 +278,7 @@ def checksum(rows: Iterable[tuple[object, ...]]) -> tuple[int, str]:
 
 
 def table_checksums(database_url: str, schema: str, tables: Iterable[str]) -> dict[str, tuple[int, str]]:
-    with psycopg.connect(database_url) as conn:
+    with translated(f"reading the tables of {schema}"), psycopg.connect(database_url) as conn:
         return {table: checksum(conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table)))
                                 .fetchall())
                 for table in tables}
@@ -304,7 +308,7 @@ def swap_in(database_url: str, name: str, source_schema: str, *, live_schema: st
     """
     retired = new_schema_name("retired", name, now)
     ident = sql.Identifier
-    with psycopg.connect(database_url) as conn, conn.transaction():
+    with translated(f"swapping {source_schema} in"), psycopg.connect(database_url) as conn, conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '30s'")
         owned = owned_objects(conn, source_schema)
         if not owned.tables:
@@ -375,7 +379,7 @@ def run_command(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topi
         until = None if until_text is None else parse_until(until_text)
         result = replay(spec, bootstrap=bootstrap, database_url=database_url, topics=topics, serde=serde,
                         until=until, swap=not no_swap)
-    except (ReplayError, psycopg.Error) as error:
+    except (ProjectionError, psycopg.Error) as error:  # psycopg.Error: a backstop, they are translated above
         print(f"payments replay: {error}", file=sys.stderr)
         return 1
     print(f"rebuilt {result.records} records in {result.elapsed_s:.1f}s ({result.records_per_s:,.0f} records/s)")

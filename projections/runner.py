@@ -25,7 +25,11 @@ Database errors are translated at this edge (projections.errors) and each ends i
   - ProjectionApplyError (the database refuses what a record makes, e.g. a constraint or an overflow):
     the batch is applied again one record at a time, each in a savepoint with deferred constraints
     checked at once, and a refused record goes to projection_dead_letters (`ProjectionApplyError`)
-    in the same transaction as the rest: the partition keeps moving.
+    in the same transaction as the rest: the partition keeps moving. Refused even then, outside any
+    record (the offsets check or upsert, a dead-letter row), or when reading the stored offsets, it is
+    a FatalProcessorError: the process rebuilds the runner from the stored offsets, and exits with
+    code 3 when that keeps failing (payments.runtime.service; docs/operations.md, "Faults").
+No psycopg error leaves `step` or `run` untranslated.
 """
 
 from __future__ import annotations
@@ -179,7 +183,13 @@ class ProjectionRunner:
                     isolate = True  # find the record the database refuses; the rest goes through
                     continue
                 if isinstance(failure, ProjectionApplyError):
-                    raise  # refused outside any record (the offsets upsert itself): a bug, crash loudly
+                    # Each record was applied alone and the batch was still refused: what failed is the
+                    # runner's own bookkeeping (the offsets check or upsert, a dead-letter row), which no
+                    # record explains and no dead letter can park. Rebuild from the stored offsets.
+                    raise FatalProcessorError(
+                        f"projection {self.projection.name}: the database refused a batch of {len(records)} "
+                        f"records even record by record, so outside any record (its offsets or dead-letter "
+                        f"bookkeeping): {failure}") from error
                 # The batch and its offsets rolled back together: the same batch is retried as it is.
                 self._log.warning("database_unavailable", attempt=attempt, error=str(failure), records=len(records))
                 self._drop_connection()
@@ -318,7 +328,8 @@ class ProjectionRunner:
             except psycopg.Error as error:
                 failure = translate(error)
                 if not isinstance(failure, DatabaseUnavailableError):
-                    raise
+                    raise FatalProcessorError(f"projection {self.projection.name}: reading the stored offsets "
+                                              f"failed: {failure}") from error
                 self._log.warning("database_unavailable", attempt=attempt, error=str(failure))
                 self._drop_connection()
                 if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
@@ -338,8 +349,9 @@ class ProjectionRunner:
                 self._conn = psycopg.connect(self._database_url, connect_timeout=self.config.db_connect_timeout_s)
             except psycopg.Error as error:
                 failure = translate(error)
-                if not isinstance(failure, DatabaseUnavailableError):
-                    raise
+                if not isinstance(failure, DatabaseUnavailableError):  # e.g. a malformed DATABASE_URL
+                    raise FatalProcessorError(f"projection {self.projection.name}: connecting to the database "
+                                              f"failed: {failure}") from error
                 self._log.warning("waiting_for_database", attempt=attempt, error=str(failure))
                 if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
                     raise FatalProcessorError("stopped while waiting for the database") from error

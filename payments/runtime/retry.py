@@ -35,6 +35,15 @@ def is_transient(error: KafkaError) -> bool:
     return bool(error.retriable()) or error.code() in TRANSIENT_CODES
 
 
+def gave_up_transient(error: KafkaCallError) -> bool:
+    """Whether `error` ended a call that failed transiently past its bound (asking again later may work),
+    rather than one Kafka refused (authorization, a policy, an invalid request: asking again will not).
+
+    It reads the Kafka error that `error` was raised from; one raised from none is a refusal."""
+    cause = error.__cause__
+    return isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError) and is_transient(cause.args[0])
+
+
 def retry_kafka(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS_MAX, backoff_s: float = 0.1,
                 backoff_max_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> T:
     """`call()`, asked again through transient Kafka errors, at most `attempts` times."""

@@ -20,7 +20,9 @@ from payments.runtime.watchdog import EXIT_STUCK, Watchdog
 
 EXIT_OK: Final = 0  # stopped by SIGTERM/SIGINT after finishing its checkpoint
 EXIT_CRASH: Final = 1  # an unexpected exception (a bug): Python's own exit code for one
-EXIT_CONFIG: Final = 2  # bad configuration or topology (a topic with the wrong partition count): fix, then restart
+# Bad configuration or topology (a topic with the wrong partition count, or one Kafka refuses to create:
+# authorization, a policy, a replication factor): fix, then restart.
+EXIT_CONFIG: Final = 2
 EXIT_REBUILDS_EXHAUSTED: Final = 3  # fatal errors kept coming, rebuild after rebuild: restart and alert
 EXIT_WATCHDOG: Final = EXIT_STUCK  # 4: a blocking call outlived its deadline, or stopping its grace period
 

@@ -12,14 +12,14 @@ import threading
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from payments.contracts import topics as base
 from payments.runtime.config import TOPIC_MESSAGE_BYTES_MAX
-from payments.runtime.errors import KafkaCallError, TopologyError
-from payments.runtime.retry import retry_kafka
+from payments.runtime.errors import TopologyError
+from payments.runtime.retry import is_transient, retry_kafka
 
 CREATE_TIMEOUT_S = 30
 # A changelog is compacted so a restore reads about one record per live key (docs/architecture.md §3):
@@ -83,7 +83,9 @@ class TopicSpec:
 def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
     """Create missing topics; fail loudly if an existing one has another partition count.
 
-    A partition count mismatch would silently break co-partitioning, so it is an error, not a warning.
+    A partition count mismatch would silently break co-partitioning, so it is an error (TopologyError),
+    not a warning. Listing and creating are asked again through transient errors, with a bound
+    (payments.runtime.retry); past it, or when Kafka refuses a topic, KafkaCallError.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = retry_kafka(lambda: admin.list_topics(timeout=CREATE_TIMEOUT_S).topics, "list_topics")
@@ -94,13 +96,31 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
                                f"expected {spec.partitions}: co-partitioning requires equal counts")
     if not missing:
         return
-    futures = admin.create_topics([spec.new_topic() for spec in missing], operation_timeout=CREATE_TIMEOUT_S)
-    for name, future in futures.items():
-        try:
-            future.result(timeout=CREATE_TIMEOUT_S)
-        except KafkaException as error:
-            if error.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent instance created it first
-                raise KafkaCallError(f"creating topic {name} failed: {error.args[0]}") from error
+    pending = {spec.name: spec for spec in missing}
+
+    def create_pending() -> None:
+        """One round: create every topic still pending; those made (or found made) leave `pending`."""
+        futures = admin.create_topics([spec.new_topic() for spec in pending.values()],
+                                      operation_timeout=CREATE_TIMEOUT_S)
+        failed: list[KafkaException] = []
+        for name, future in futures.items():
+            try:
+                future.result(timeout=CREATE_TIMEOUT_S)
+            except TimeoutError:  # no answer: the topic may or may not exist; the next round finds out
+                failed.append(KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no answer creating {name}")))
+                continue
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # else a concurrent instance won
+                    failed.append(error)
+                    continue
+            del pending[name]
+        if failed:
+            # A refusal (authorization, a policy, a replication factor) first: it must not be retried.
+            raise next((e for e in failed if not is_transient(e.args[0])), failed[0])
+
+    # Transient errors (a controller moving, a request timing out) are asked again with a bound;
+    # past it, or for a refusal, KafkaCallError (gave_up_transient tells which).
+    retry_kafka(create_pending, f"create_topics {', '.join(sorted(pending))}")
 
 
 def wait_for_kafka(bootstrap_servers: str, stop: threading.Event, *, attempt_timeout_s: float = 5.0,

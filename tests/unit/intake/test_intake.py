@@ -3,12 +3,14 @@ the idempotency service's per-client keys."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from intake.gate import GateConfig, GateLogic, GateState
+from intake.errors import HeldCommandError, IntakeConfigError, IntakeError, UnknownCommandError
+from intake.gate import GateConfig, GateLogic, GateState, Held
 from intake.idempotency import IdempotencyConfig, IdempotencyLogic, Remembered
 from intake.router import IntakeRouterLogic
 from intake.scope import request_hash, scope_key
@@ -231,3 +233,29 @@ def test_what_makes_a_request_the_same() -> None:
     for changed in ({"amount": Money.of(1251, "EUR")}, {"payee_account": "acc-c"}, {"partner": "other"},
                     {"reference": None}, {"amount": Money.of(1250, "USD")}):
         assert request_hash(base) != request_hash(base.model_copy(update=changed)), changed
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def test_the_intake_raises_its_own_errors_under_its_own_root() -> None:
+    with pytest.raises(IntakeConfigError, match="must be positive") as raised:
+        IdempotencyConfig(timedelta(0))
+    assert isinstance(raised.value, IntakeError)
+
+
+def test_a_command_type_without_a_request_identity_cannot_be_claimed() -> None:
+    class Unruled(Command):  # no AVRO_NAME: registers nowhere, stands for a command added to the contracts
+        pass
+
+    command = Unruled(payment_id=PAYMENT, command_id="c-1", idempotency_key="k-1")
+    with pytest.raises(UnknownCommandError, match="Unruled"):  # the loop dead-letters the command with it
+        request_hash(command)
+
+
+def test_a_gate_state_holding_a_record_that_is_no_command_is_refused_by_name() -> None:
+    held = Held.of(initiate(), incoming(initiate(), INTAKE_COMMANDS).envelope)
+    for foreign in (PaymentSettled.AVRO_NAME, "payments.Unheard"):
+        with pytest.raises(HeldCommandError, match=foreign):
+            held.model_copy(update={"avro_name": foreign}).command()
+    assert held.command().command_id == json.loads(held.body)["command_id"]

@@ -1,0 +1,89 @@
+"""A process's start (ops.launch._start) ends in a documented outcome when its topics cannot be made:
+Kafka failing transiently past the retry bound is waited out like a Kafka that is down; a topic Kafka
+refuses, or one of the wrong shape, is exit code 2; never exit code 1, which says "a bug"."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from structlog.testing import capture_logs
+
+from ops import launch
+from ops.settings import Settings
+from payments.runtime.errors import KafkaCallError, TopologyError
+from payments.runtime.service import EXIT_CONFIG, EXIT_OK
+from payments.runtime.watchdog import Watchdog
+
+
+def call_error(code: int, retriable: bool = False) -> KafkaCallError:
+    try:
+        raise KafkaException(KafkaError(code, "from the test", retriable=retriable))
+    except KafkaException as error:
+        failure = KafkaCallError(f"create_topics failed after 10 attempt(s): {error.args[0]}")
+        failure.__cause__ = error
+        return failure
+
+
+class QuietWatchdog(Watchdog):
+    def start(self) -> Watchdog:  # no thread: nothing is guarded here
+        return self
+
+
+@pytest.fixture
+def outcomes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Exception | None]]:
+    """What each ensure_topics call does in turn: raise the error, or succeed (None)."""
+    queue: list[Exception | None] = []
+
+    def ensure_topics(bootstrap: str, specs: list[Any]) -> None:
+        outcome = queue.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(launch, "configure_logging", lambda *args: None)
+    monkeypatch.setattr(launch, "install_signal_handlers", lambda *args: None)
+    monkeypatch.setattr(launch, "Watchdog", QuietWatchdog)
+    monkeypatch.setattr(launch, "wait_for_kafka", lambda bootstrap, stop: True)
+    monkeypatch.setattr(launch, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(launch, "TOPIC_SETUP_PAUSE_S", 0.001)
+    yield queue
+    assert not queue, "every planned ensure_topics call was made"
+
+
+def test_topic_setup_failing_transiently_past_its_bound_is_waited_out_then_the_process_starts(
+        outcomes: list[Exception | None]) -> None:
+    outcomes += [call_error(KafkaError.REQUEST_TIMED_OUT), call_error(KafkaError.NOT_CONTROLLER, retriable=True), None]
+    with capture_logs() as logs:
+        started = launch._start("gate", Settings.load({}), 60.0)
+    assert not isinstance(started, int)
+    assert [line["attempt"] for line in logs if line["event"] == "waiting_for_topics"] == [1, 2]
+
+
+def test_a_topic_kafka_refuses_to_create_is_the_configuration_exit_code(
+        outcomes: list[Exception | None], capsys: pytest.CaptureFixture[str]) -> None:
+    outcomes.append(call_error(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    with capture_logs() as logs:
+        assert launch._start("gate", Settings.load({}), 60.0) == EXIT_CONFIG
+    assert [line["event"] for line in logs] == ["topic_setup_refused"]
+    assert "TOPIC_AUTHORIZATION_FAILED" in capsys.readouterr().err
+
+
+def test_a_topic_of_the_wrong_shape_is_the_configuration_exit_code(outcomes: list[Exception | None]) -> None:
+    outcomes.append(TopologyError("topic t.a has 3 partitions, expected 6"))
+    assert launch._start("gate", Settings.load({}), 60.0) == EXIT_CONFIG
+
+
+def test_a_stop_while_waiting_for_topics_is_a_clean_exit(
+        outcomes: list[Exception | None], monkeypatch: pytest.MonkeyPatch) -> None:
+    class StoppedDuringPause(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            self.set()  # SIGTERM arrives during the pause
+            return True
+
+    outcomes.append(call_error(KafkaError.REQUEST_TIMED_OUT))
+    monkeypatch.setattr(launch, "threading", SimpleNamespace(Event=StoppedDuringPause))
+    assert launch._start("gate", Settings.load({}), 60.0) == EXIT_OK
