@@ -7,9 +7,10 @@ run needed), then starts the real orchestrator and funds services on it and meas
     retention timer wrote) plus `--retained` settled payments still inside their refund window;
   * funds: `--hot-accounts` accounts, each with `--holds` finished holds and twice as many answers
     inside the retention, written as parts (docs/participants.md);
-  * restore: seconds from process start to `partitions_restored` (all partitions), and again after a
-    SIGKILL and restart. There is no local state store: a restart on the same machine and on a fresh
-    one both read the compacted changelog, so one figure stands for both;
+  * restore: seconds from process start to `partitions_restored` (all partitions). The first start is a
+    fresh machine: no local state store, the changelog is read from its start (and the stores written).
+    Then a SIGKILL and a restart on the same machine: the local stores (payments.runtime.store) hold
+    what was committed, and only the changelog's tail is read;
   * resident memory (RSS) after the restore, against the same service restored from empty changelogs;
   * changelog bytes per funds change: `--changes` reserve/commit commands on one hot account, the bytes
     (keys + values) they added to the funds changelog, divided by the commands.
@@ -46,7 +47,7 @@ from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.events import PaymentInitiated, PaymentSettled
 from payments.contracts.participants import CommitFunds, ReserveFunds
-from payments.contracts.topics import FUNDS_COMMANDS
+from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
 from payments.runtime.logic import part_key
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
@@ -57,9 +58,10 @@ PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
 
 @dataclass(frozen=True)
 class Restore:
-    seconds: float
+    seconds: float  # from just before the process started to its partitions_restored line
     rss_mb: float
     keys: int
+    records: int = 0  # changelog records the restore read
 
 
 def settled_template(settled_at: datetime) -> bytes:
@@ -161,18 +163,25 @@ def write_funds_history(settings: Settings, topics: Topics, accounts: list[str],
           f"{time.monotonic() - started:.0f}s")
 
 
-def restored(service: ServiceProcess, timeout_s: float) -> Restore:
-    """Wait for the service's restore to finish; its seconds (from its own log), keys and RSS."""
+def _restores(service: ServiceProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in service.log_tail(50_000_000).splitlines()
+            if '"event": "partitions_restored"' in line]
+
+
+def restored(service: ServiceProcess, timeout_s: float, started: float, earlier: int = 0) -> Restore:
+    """Wait for the service's restore to finish (a `partitions_restored` line after the `earlier` ones its log
+    already had: a restarted process appends to the same log); seconds from `started` (just before the
+    process started) to then, keys restored, changelog records read, and RSS."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in service.log_tail(50_000_000).splitlines()
-                 if '"event": "partitions_restored"' in line]
-        if lines:
+        lines = _restores(service)
+        if len(lines) > earlier:
+            seconds = time.monotonic() - started
             last = lines[-1]
             time.sleep(1)  # let the heap settle after decoding
             assert service.process is not None
             rss = psutil.Process(service.process.pid).memory_info().rss / 2**20
-            return Restore(float(last["seconds"]), rss, int(last["keys"]))
+            return Restore(seconds, rss, int(last["keys"]), int(last["records"]))  # type: ignore[call-overload]
         if not service.alive():
             raise RuntimeError(service.log_tail())
         time.sleep(0.2)
@@ -183,7 +192,7 @@ def bytes_per_change(settings: Settings, topics: Topics, account: str, changes: 
     """Send reserve/commit commands on `account`; the changelog bytes they added per command."""
     changelog = partitions_of(settings.bootstrap_servers, [topics.changelog("funds")])
     before = end_offsets(settings.bootstrap_servers, changelog)
-    replies = partitions_of(settings.bootstrap_servers, [topics.name("funds.replies")])
+    replies = partitions_of(settings.bootstrap_servers, [topics.name(FUNDS_REPLIES)])
     replies_before = sum(end_offsets(settings.bootstrap_servers, replies).values())
     serde = SingleObjectSerde()
     out = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random"})
@@ -223,7 +232,8 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
 
     def start(topics: Topics, name: str) -> ServiceProcess:
-        env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "PAYMENTS_TOPIC_PREFIX": topics.prefix}
+        env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "PAYMENTS_TOPIC_PREFIX": topics.prefix,
+               "PAYMENTS_STATE_DIR": str(log_dir / "state")}  # a restart of the same instance finds its stores
         return ServiceProcess([name], log_dir=log_dir / topics.prefix, env=env).start()
 
     empty = Topics(prefix=f"st{uuid.uuid4().hex[:6]}e.")
@@ -237,34 +247,40 @@ def main() -> int:
 
     results: dict[str, list[Restore]] = {}
     for name in ("orchestrator", "funds"):
+        started = time.monotonic()
         baseline = start(empty, name)
-        results[f"{name} empty"] = [restored(baseline, args.timeout_s)]
+        results[f"{name} empty"] = [restored(baseline, args.timeout_s, started)]
         baseline.stop()
+        started = time.monotonic()
         service = start(full, name)
-        first = restored(service, args.timeout_s)
+        first = restored(service, args.timeout_s, started)
         per_change = bytes_per_change(settings, full, accounts[0], args.changes) if name == "funds" else None
         service.kill()
         service.process = None
+        earlier = len(_restores(service))
+        started = time.monotonic()
         service.start()
-        results[name] = [first, restored(service, args.timeout_s)]
+        results[name] = [first, restored(service, args.timeout_s, started, earlier)]
         service.stop()
         if per_change is not None:
             results["bytes"] = [Restore(per_change, 0, 0)]
 
     print(f"\nstate restored from the changelogs, one instance, {settings.partitions} partitions; "
-          f"{os.cpu_count()} cores, Kafka on this machine; no local state store (same machine = fresh machine)")
+          f"{os.cpu_count()} cores, Kafka on this machine; first start: a fresh machine (no local store), "
+          f"after SIGKILL: the same machine (its local stores)")
     print(f"  orchestrator history: {args.history:,} payments finished long ago (snapshot + tombstone each), "
           f"{args.retained:,} settled inside the refund window")
     print(f"  funds history: {args.hot_accounts} accounts x {args.holds:,} finished holds and "
           f"{2 * args.holds:,} answers inside the retention")
-    print(f"{'service':>14} {'changelog':>10} {'keys restored':>14} {'restore s':>10} {'after SIGKILL s':>16} "
-          f"{'RSS MB':>8}")
+    print("seconds: from process start to partitions_restored (Python start-up and group join included)")
+    print(f"{'service':>14} {'changelog':>10} {'keys restored':>14} {'fresh s':>8} {'records read':>13} "
+          f"{'after SIGKILL s':>16} {'records read':>13} {'RSS MB':>8} {'RSS after kill':>15}")
     for name in ("orchestrator", "funds"):
         (empty_run,), (first, again) = results[f"{name} empty"], results[name]
-        print(f"{name:>14} {'empty':>10} {empty_run.keys:>14,} {empty_run.seconds:>10.1f} {'':>16} "
-              f"{empty_run.rss_mb:>8.0f}")
-        print(f"{name:>14} {'history':>10} {first.keys:>14,} {first.seconds:>10.1f} {again.seconds:>16.1f} "
-              f"{first.rss_mb:>8.0f}")
+        print(f"{name:>14} {'empty':>10} {empty_run.keys:>14,} {empty_run.seconds:>8.1f} {empty_run.records:>13,} "
+              f"{'':>16} {'':>13} {empty_run.rss_mb:>8.0f}")
+        print(f"{name:>14} {'history':>10} {first.keys:>14,} {first.seconds:>8.1f} {first.records:>13,} "
+              f"{again.seconds:>16.1f} {again.records:>13,} {first.rss_mb:>8.0f} {again.rss_mb:>15.0f}")
     orchestrator_mb = results["orchestrator"][0].rss_mb - results["orchestrator empty"][0].rss_mb
     if args.retained:
         print(f"orchestrator: {orchestrator_mb * 100_000 / args.retained:.0f} MB per 100k retained sagas")

@@ -10,7 +10,6 @@ same folder gets StateStoreError and restores from the changelog instead.
 
 from __future__ import annotations
 
-import gc
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -90,7 +89,6 @@ class RocksStore:
                 self._db.close()
             finally:
                 self._db = None
-                gc.collect()  # column family handles keep the database (and its LOCK) until collected
 
 
 class RocksStores:
