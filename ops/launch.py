@@ -21,9 +21,11 @@ from ops.settings import Settings
 from payments.observability import configure_logging
 from payments.runtime.calls import CallRunner
 from payments.runtime.clients import kafka_clients
-from payments.runtime.errors import TopologyError
+from payments.runtime.errors import KafkaCallError, TopologyError
 from payments.runtime.health import Health, serve_health
 from payments.runtime.processor import Processor
+from payments.runtime.retry import gave_up_transient
+from payments.runtime.rocks import RocksStores
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, install_signal_handlers, run_until_stopped
 from payments.runtime.topics import ensure_topics, wait_for_kafka
 from payments.runtime.watchdog import Watchdog
@@ -31,6 +33,8 @@ from projections.migrate import migrate_when_available
 from projections.runner import ProjectionRunner
 
 log = structlog.get_logger(__name__)
+TOPIC_SETUP_PAUSE_S = 1.0  # after topic setup gave up on transient errors; doubling up to the max
+TOPIC_SETUP_PAUSE_MAX_S = 30.0
 
 
 def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, health: Health) -> Processor[object]:
@@ -39,9 +43,13 @@ def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, h
     topics = settings.topics
     group = topics.group(spec.name)
     config = settings.processor()
+    changelog = topics.changelog(spec.name)
+    # One folder per changelog and instance: two instances on one machine never share a store, and a
+    # restarted instance finds its own (docs/architecture.md §3, "Local state stores").
+    stores = RocksStores(settings.state_home / changelog / settings.instance_id)
     clients = kafka_clients(settings.bootstrap_servers, group=group,
                             transactional_id=f"{group}-{settings.instance_id}",
-                            changelog_topic=topics.changelog(spec.name), config=config)
+                            changelog_topic=changelog, config=config, stores=stores)
     calls = None
     if spec.performer is not None:
         performer, limit = spec.performer(settings)
@@ -57,7 +65,11 @@ def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, h
 
 
 def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[threading.Event, Watchdog, Health] | int:
-    """Logging, signals, the watchdog, health; then wait for Kafka and make the topology. An int: exit now."""
+    """Logging, signals, the watchdog, health; then wait for Kafka and make the topology. An int: exit now.
+
+    Kafka down, or failing transiently past the retry bound while the topics are made, is waited for
+    (`waiting_for_kafka`, `waiting_for_topics`); a topic of the wrong shape (TopologyError) or one Kafka
+    refuses to create is EXIT_CONFIG; `stop` meanwhile is EXIT_OK (docs/operations.md, exit codes)."""
     configure_logging(name, settings.log_level)
     stop = threading.Event()
     watchdog = Watchdog(name)
@@ -66,14 +78,29 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
     health = Health(progress_bound_s)
     if settings.health_port:
         serve_health(health, settings.health_port)
-    if not wait_for_kafka(settings.bootstrap_servers, stop):
-        return EXIT_OK
-    try:
-        ensure_topics(settings.bootstrap_servers, topology(settings.topics, settings.partitions))
-    except TopologyError as error:
-        print(f"payments run {name}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    return stop, watchdog, health
+    attempt = 0
+    while True:
+        if not wait_for_kafka(settings.bootstrap_servers, stop):
+            return EXIT_OK
+        try:
+            ensure_topics(settings.bootstrap_servers, topology(settings.topics, settings.partitions))
+            return stop, watchdog, health
+        except TopologyError as error:
+            print(f"payments run {name}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        except KafkaCallError as error:
+            if not gave_up_transient(error):
+                # Kafka refused a topic (authorization, a topic policy, a replication factor the cluster
+                # cannot meet): the cluster or the configuration must change; a restart will not help.
+                log.error("topic_setup_refused", service=name, error=str(error), exit_code=EXIT_CONFIG)
+                print(f"payments run {name}: {error}", file=sys.stderr)
+                return EXIT_CONFIG
+            # Kafka answered and then kept failing transiently (a controller moving, timeouts): wait it
+            # out as a Kafka that is down at start is waited out, instead of exiting as if it were a bug.
+            attempt += 1
+            log.warning("waiting_for_topics", service=name, attempt=attempt, error=str(error))
+            if stop.wait(min(TOPIC_SETUP_PAUSE_MAX_S, TOPIC_SETUP_PAUSE_S * 2 ** (attempt - 1))):
+                return EXIT_OK
 
 
 def run_service(name: str, settings: Settings) -> int:
@@ -94,7 +121,9 @@ def run_projection(name: str, settings: Settings) -> int:
     if isinstance(started, int):
         return started
     stop, watchdog, health = started
-    if migrate_when_available(settings.database, stop) is None:
+    # Under the watchdog: a database that stops answering mid-migration ends the process (exit 4).
+    if migrate_when_available(settings.database, stop, watchdog=watchdog,
+                              call_deadline_s=config.db_call_deadline_s) is None:
         return EXIT_OK
 
     def build() -> ProjectionRunner:

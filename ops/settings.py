@@ -11,7 +11,6 @@ point everything at other servers instead.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
@@ -77,6 +76,7 @@ class Settings(BaseSettings):
     partner_decline_rate: Rate = 0.1
     partner_error_rate: Rate = 0.0
     partner_timeout_rate: Rate = 0.05
+    partner_throttle_rate: Rate = 0.0  # share of the simulator's transfer requests answered 429 (Retry-After: 1)
     partner_latency_ms: str = "20"  # "median" or "median,p99"
     partner_seed: int = 7
     partner_data_dir: Path | None = None
@@ -85,11 +85,14 @@ class Settings(BaseSettings):
     partner_max_in_flight: Positive = 512  # at least a batch (PAYMENTS_BATCH_MAX) of submissions at once
     partner_timeout_ms: Positive = 10_000
     partner_breaker_open_ms: Positive = 2_000
+    # Local state stores (payments.runtime.store): one RocksDB folder per owned changelog partition.
+    state_dir: Path | None = None
     # -- the local stack ----------------------------------------------------------------------------
     stack_dir: Path | None = None
     kafka_port: Port = 19092
     postgres_port: Port = 15432
     cache_dir: Path | None = None
+    xdg_cache_home: Path | None = Field(None, validation_alias="XDG_CACHE_HOME")  # the XDG base directory
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,10 +124,18 @@ class Settings(BaseSettings):
         return (self.stack_dir or Path.cwd() / ".stack").resolve()
 
     @property
+    def state_home(self) -> Path:
+        """Where the services keep their local state stores (`<stack dir>/state` by default)."""
+        return (self.state_dir or self.stack_home / "state").resolve()
+
+    @property
     def jar_cache(self) -> Path:
         """Downloaded Kafka jars: outside git, shared by every clone on the machine."""
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        return self.cache_dir or Path(xdg) / "payments-orchestrator"
+        if self.cache_dir is not None:
+            return self.cache_dir
+        # The XDG spec: a relative XDG_CACHE_HOME is invalid and ignored.
+        xdg = self.xdg_cache_home if self.xdg_cache_home and self.xdg_cache_home.is_absolute() else None
+        return (xdg or Path.home() / ".cache") / "payments-orchestrator"
 
     @property
     def topics(self) -> Topics:
@@ -183,8 +194,9 @@ class Settings(BaseSettings):
             median, p99 = parse_latency(self.partner_latency_ms)
             return SimulatorConfig(
                 decline_rate=self.partner_decline_rate, error_rate=self.partner_error_rate,
-                timeout_rate=self.partner_timeout_rate, latency_median_ms=median, latency_p99_ms=p99,
-                seed=self.partner_seed, data_dir=self.partner_data_dir or self.stack_home / "partner")
+                timeout_rate=self.partner_timeout_rate, throttle_rate=self.partner_throttle_rate,
+                latency_median_ms=median, latency_p99_ms=p99, seed=self.partner_seed,
+                data_dir=self.partner_data_dir or self.stack_home / "partner")
         except ValueError as error:
             raise ConfigError(f"PAYMENTS_PARTNER_*: {error}") from None
 

@@ -10,9 +10,15 @@ Per call (a PendingCall recorded by consumers.partner.logic; the call runner mak
     connection refused), with jittered exponential backoff that honours Retry-After. After an attempt
     that may have reached it (timeout, dropped connection, other 5xx) it is answered ERROR (TIMEOUT or
     the partner's code) at once: the saga queries before any resubmission (docs/saga.md);
-  * a query is retried on any transient failure until `expires_at`;
+  * a query is retried on any transient failure until `expires_at`, and so is one the partner answers
+    PENDING (it has the submission and has not decided it): with the same backoff, never read as
+    NOT_FOUND; still pending at `expires_at`, a query is answered PENDING (the saga asks again);
   * a *recovered* submission (recorded by an owner that died or lost the partition) is first asked
-    about: the partner's answer if it has one, a submission only if it says NOT_FOUND.
+    about: the partner's outcome if it has one (waiting out PENDING as above: the dead owner's request
+    is still being processed), a submission only if it says NOT_FOUND, and ERROR / TIMEOUT if neither
+    is learnt by `expires_at` (the saga then queries);
+  * a submission the partner answers PENDING (a partner that decides later) is asked about in the
+    same way, and never sent again.
 """
 
 from __future__ import annotations
@@ -176,6 +182,10 @@ class PartnerCaller:
                 pending.submission_id, amount.amount_minor, amount.currency, payer, payee))
             if result.kind == "answer":
                 return self._submit_answer(pending, result)
+            if result.kind == "pending":  # taken, to be decided: ask until it is, never send it again
+                found = await self._ask(partner, pending)
+                return (self._submit_answer(pending, found) if isinstance(found, HttpResult)
+                        else pending.unanswered(TIMEOUT))
             if result.kind == "rejected":
                 log.error("partner_rejected_submission", partner=partner.api.name, detail=result.detail,
                           code=result.code, submission_id=pending.submission_id)
@@ -190,15 +200,17 @@ class PartnerCaller:
         return pending.unanswered(TIMEOUT if maybe_sent else PARTNER_UNAVAILABLE)
 
     async def _ask(self, partner: _Partner, pending: PendingCall) -> HttpResult | Literal["not_found", "unknown"]:
-        """What the partner knows about the submission: its transfer, not_found, or unknown by expires_at."""
-        attempt = 0
+        """What the partner knows about the submission: its decided transfer, not_found, or unknown by
+        expires_at. PENDING is asked again after a backoff: the submission exists, its outcome is to come."""
+        attempt, seen = 0, False
         while await self._admitted(partner, pending):
             attempt += 1
             result = await self._attempt(partner, partner.api.query(pending.submission_id))
             if result.kind == "answer":
                 return result
-            if result.kind == "not_found":
-                return "not_found"
+            if result.kind == "not_found":  # after PENDING the partner had it: that is no licence to submit
+                return "unknown" if seen else "not_found"
+            seen = seen or result.kind == "pending"
             if result.kind == "rejected":
                 log.error("partner_rejected_query", partner=partner.api.name, detail=result.detail,
                           submission_id=pending.submission_id)

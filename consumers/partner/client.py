@@ -5,7 +5,9 @@ onto it): `POST /v1/transfers` with `Idempotency-Key: <submission_id>` submits, 
 /v1/transfers/{submission_id}` asks. What matters about a failed request is whether it may have
 reached the partner, because only then is the outcome unknown:
 
-    answer       2xx: the transfer's status
+    answer       2xx: the transfer's status (ACCEPTED or DECLINED)
+    pending      2xx with status PENDING: the partner has the submission and has not decided it yet;
+                 ask again later (it is neither an outcome nor NOT_FOUND)
     not_found    404 on a query: the partner has no such submission
     rejected     another 4xx: the partner refused the request itself (its error code is passed on)
     throttled    429: not processed; wait Retry-After
@@ -28,7 +30,7 @@ import aiohttp
 
 from consumers.errors import ParticipantError
 
-Kind = Literal["answer", "not_found", "rejected", "throttled", "unavailable", "refused", "unknown"]
+Kind = Literal["answer", "pending", "not_found", "rejected", "throttled", "unavailable", "refused", "unknown"]
 NOT_PROCESSED: Final = frozenset({"throttled", "unavailable", "refused"})
 
 
@@ -51,7 +53,7 @@ class HttpResult:
 
     @property
     def breaker_verdict(self) -> Literal["success", "failure", "neutral"]:
-        if self.kind in ("answer", "not_found", "rejected"):
+        if self.kind in ("answer", "pending", "not_found", "rejected"):
             return "success"  # the partner is up (and may have said no)
         return "neutral" if self.kind == "throttled" else "failure"
 
@@ -77,6 +79,8 @@ def classify(status: int, body: dict[str, Any], retry_after: str | None, *,  # n
     """The result of a response that arrived."""
     wait = retry_after_s(retry_after)
     if 200 <= status < 300:
+        if body.get("status") == "PENDING":
+            return HttpResult("pending", body, wait, f"HTTP {status} PENDING")
         if body.get("status") not in ("ACCEPTED", "DECLINED"):
             return HttpResult("unknown", body, detail=f"HTTP {status} without a transfer status")
         return HttpResult("answer", body)

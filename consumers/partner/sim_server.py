@@ -8,27 +8,41 @@
     GET  /_sim/submissions                    simulator only: per submission id, POSTs, replays, queries
     GET  /_sim/stats                          simulator only: totals, requests in progress and their peak
 
-docs/participants.md ("Partner API") is the reference for status codes and bodies. Answers are sent
-only once the decision they report is durable (journal entries are fsynced in groups); calls for one
-submission id are handled one at a time, so concurrent retries of the same id see one transfer.
+docs/participants.md ("Partner API") is the reference for status codes and bodies. A submission is
+decided and made durable when it arrives (journal entries are fsynced in groups), then takes its
+latency (the partner's processing time) before the answer leaves; meanwhile a query about it answers
+200 with status PENDING, never 404. POSTs for one submission id are handled one at a time, so a
+concurrent retry of the same id waits and is answered as a replay of the one transfer; a query waits
+for no POST, only for one being received to be durable. A 429 (the seeded throttle rate or an
+injected fault) or a 503 is answered before anything is processed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import structlog
 from aiohttp import web
 
-from consumers.partner.simulator import Journal, PartnerBook, SimulatorConfig, Transfer, TransferRequest
+from consumers.partner.simulator import (
+    PENDING,
+    THROTTLE_RETRY_AFTER_S,
+    Journal,
+    PartnerBook,
+    SimulatorConfig,
+    SubmitDecision,
+    Transfer,
+    TransferRequest,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -90,12 +104,13 @@ class KeyLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def run(self, key: str, action: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    @contextlib.asynccontextmanager
+    async def held(self, key: str) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                return await action()
+                yield
         finally:
             lock, users = self._locks[key]
             if users <= 1:
@@ -142,7 +157,8 @@ class SimulatedPartnerApp:
         self.journal = journal
         self.faults = Faults()
         self._commits = GroupCommit(journal)
-        self._locks = KeyLocks()
+        self._posts = KeyLocks()  # held for a whole POST: one at a time per submission id
+        self._receipts = KeyLocks()  # held while a POST is decided and made durable: a query waits for that only
         self._rng = random.Random(f"{book.config.seed}:faults")
         self.in_progress = 0
         self.max_in_progress = 0
@@ -167,16 +183,18 @@ class SimulatedPartnerApp:
         finally:
             self.in_progress -= 1
 
-    async def _before(self, submission_id: str | None) -> web.Response | None:
-        """Latency and injected faults: a response to send instead of handling the request, or None."""
+    def _admit(self, kind: Literal["submit", "query"], submission_id: str) -> web.Response | float:
+        """A response to send instead of processing the request (injected faults, the seeded throttle),
+        or how long processing it takes (its latency)."""
         mode = self.faults.active(self._rng)
         if mode == "throttle":
             return _error(429, "RATE_LIMITED", headers={"Retry-After": str(self.faults.retry_after_s)})
         if mode == "unavailable":
             return _error(503, "UNAVAILABLE", headers={"Retry-After": str(self.faults.retry_after_s)})
+        if self.book.throttle(kind, submission_id):
+            return _error(429, "RATE_LIMITED", headers={"Retry-After": str(THROTTLE_RETRY_AFTER_S)})
         extra = self.faults.extra_latency_ms / 1000 if mode == "slow" else 0.0
-        await asyncio.sleep(self.book.latency_s(submission_id) + extra)
-        return None
+        return self.book.latency_s(submission_id if kind == "submit" else None) + extra
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key", "")
@@ -192,19 +210,42 @@ class SimulatedPartnerApp:
             return _error(400, "INVALID_REQUEST", parsed)
 
         async def handle() -> web.StreamResponse:
-            refused = await self._before(key)
-            if refused is not None:
-                return refused
-            return await self._locks.run(key, lambda: self._decide(request, parsed))
+            admitted = self._admit("submit", key)  # at the door: a 429 or 503 waits for nothing
+            if isinstance(admitted, web.Response):
+                return admitted
+            async with self._posts.held(key):
+                return await self._decide(request, parsed, admitted)
 
         return await self._counted(handle)
 
-    async def _decide(self, request: web.Request, transfer_request: TransferRequest) -> web.StreamResponse:
-        decision = self.book.submit(transfer_request)
+    async def _decide(self, request: web.Request, transfer_request: TransferRequest,
+                      latency_s: float) -> web.StreamResponse:
+        decision = await self._receive(transfer_request)
+        try:
+            await asyncio.sleep(latency_s)  # the partner's processing time
+        finally:
+            if decision.kind == "recorded":  # the request is over, answered or not: queries get the outcome
+                self.book.finish(transfer_request.submission_id)
+        return self._answer(request, decision)
+
+    async def _receive(self, transfer_request: TransferRequest) -> SubmitDecision:
+        """Decide the POST and make it durable at its receipt, before its processing time: a query
+        meanwhile finds the submission (PENDING) instead of NOT_FOUND, which would invite a second POST."""
+        async with self._receipts.held(transfer_request.submission_id):
+            decision = self.book.submit(transfer_request)
+            try:
+                await self._commits.commit(decision.journal)
+            except BaseException:
+                if decision.kind == "recorded":  # failing with 500: never left pending
+                    self.book.finish(transfer_request.submission_id)
+                raise
+            return decision
+
+    @staticmethod
+    def _answer(request: web.Request, decision: SubmitDecision) -> web.StreamResponse:
         if decision.kind == "conflict":
             return _error(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another amount or "
                                                          "other parties")
-        await self._commits.commit(decision.journal)
         if decision.kind == "error":
             return _error(500, "PARTNER_INTERNAL_ERROR", "nothing was recorded; the request may be retried")
         assert decision.transfer is not None
@@ -219,17 +260,19 @@ class SimulatedPartnerApp:
     async def query(self, request: web.Request) -> web.StreamResponse:
         submission_id = request.match_info["submission_id"]
 
-        async def answer() -> web.StreamResponse:  # after any POST of the same id in progress
-            transfer = self.book.query(submission_id)
+        async def handle() -> web.StreamResponse:
+            admitted = self._admit("query", submission_id)
+            if isinstance(admitted, web.Response):
+                return admitted
+            await asyncio.sleep(admitted)
+            async with self._receipts.held(submission_id):  # a POST being received: wait until it is durable
+                # A POST in progress is in the book from its receipt, and PENDING until answered.
+                transfer = self.book.query(submission_id)
             if transfer is None:
                 return _error(404, "NOT_FOUND", "the partner has no transfer with this submission id")
+            if transfer == PENDING:
+                return web.json_response({"submission_id": submission_id, "status": PENDING})
             return web.json_response(_transfer_body(transfer))
-
-        async def handle() -> web.StreamResponse:
-            refused = await self._before(None)
-            if refused is not None:
-                return refused
-            return await self._locks.run(submission_id, answer)
 
         return await self._counted(handle)
 
@@ -271,9 +314,9 @@ class SimulatedPartnerApp:
         return web.json_response({
             "transfers": sum(statuses.values()), "accepted": statuses["ACCEPTED"], "declined": statuses["DECLINED"],
             "posts": sum(book.posts.values()), "replays": sum(book.replays.values()),
-            "queries": sum(book.queries.values()), "in_progress": self.in_progress,
-            "max_in_progress": self.max_in_progress, "faults": self.faults.mode if self.faults.until > time.monotonic()
-            else "none"})
+            "queries": sum(book.queries.values()), "throttled": sum(book.throttled.values()),
+            "in_progress": self.in_progress, "max_in_progress": self.max_in_progress,
+            "faults": self.faults.mode if self.faults.until > time.monotonic() else "none"})
 
 
 def load_book(config: SimulatorConfig) -> tuple[PartnerBook, Journal]:

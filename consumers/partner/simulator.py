@@ -3,8 +3,8 @@
 No network here: `consumers.partner.sim_server` serves this book over HTTP (`payments run partner-sim`),
 and the gateway reaches it only through that API, as it would a bank's.
 
-Behaviour per submission id (the first submission decides; the draw is seeded by (seed, submission id,
-attempt), so a run is reproducible regardless of arrival order or restarts):
+Behaviour per submission id (the first submission decides, at receipt; the draw is seeded by (seed,
+submission id, attempt), so a run is reproducible regardless of arrival order or restarts):
   * DECLINED (decline_rate): recorded; the reason code is INSUFFICIENT_FUNDS_AT_PARTNER.
   * ERROR (error_rate): a partner-side failure before anything happened (HTTP 500); NOT recorded, a later
     submission of the same id is a fresh attempt, a query says NOT_FOUND.
@@ -14,10 +14,23 @@ attempt), so a run is reproducible regardless of arrival order or restarts):
 Resubmitting a recorded id returns the recorded outcome and never creates a second transfer (a
 *replay*); the same id with another amount or other parties is refused (IDEMPOTENCY_KEY_REUSED).
 
+Like a bank's, the book records a submission when it arrives, before the partner's processing time
+(the server's latency) has passed: from then on a query finds it, *pending* (`query` says PENDING)
+until the server has `finish`ed the request, then with its outcome. So a query about a submission in
+progress never says NOT_FOUND, and nobody is led to send it again.
+
+Throttling (throttle_rate): a request to the transfer endpoints may be answered 429 before anything is
+processed; the draw is seeded by (seed, kind of request, submission id, how many such requests came
+before), and nothing is recorded.
+
 Durability: every decision is a journal entry (`<data_dir>/submissions.jsonl`), written and fsynced
-before the answer is sent (the server commits them in groups), and read back at start. Each day's
-settlement report (CSV) is written to `<data_dir>/reports/settlement-YYYY-MM-DD.csv` when the first
-submission of a later day arrives, and served on demand.
+when the submission is received, before its processing time and its answer (the server commits them
+in groups), and read back at start. A submission still pending when the simulator stopped is complete
+after the restart, with the outcome recorded at its receipt: deterministic, and what a query then
+says.
+
+Each day's settlement report (CSV) is written to `<data_dir>/reports/settlement-YYYY-MM-DD.csv` when
+the first submission of a later day arrives, and served on demand; a transfer is in it from receipt.
 """
 
 from __future__ import annotations
@@ -45,6 +58,8 @@ LOG_FILE: Final = "submissions.jsonl"
 REPORT_COLUMNS: Final = ("date", "submission_id", "partner_reference", "amount_minor", "currency", "status")
 DECLINE_CODE: Final = "INSUFFICIENT_FUNDS_AT_PARTNER"
 ERROR_CODE: Final = "PARTNER_INTERNAL_ERROR"
+PENDING: Final = "PENDING"  # what `query` says about a submission received and not yet answered
+THROTTLE_RETRY_AFTER_S: Final = 1  # the Retry-After of a throttle_rate 429: the shortest a header can say
 Z_99: Final = 2.3263478740408408  # standard normal quantile at 0.99
 LATENCY_MS_MAX: Final = 30_000.0  # a bound on any one simulated call
 
@@ -58,6 +73,7 @@ class SimulatorConfig:
     decline_rate: float = 0.1
     error_rate: float = 0.0
     timeout_rate: float = 0.05
+    throttle_rate: float = 0.0  # share of transfer requests answered 429 (THROTTLE_RETRY_AFTER_S), drawn apart
     latency_median_ms: float = 20.0
     latency_p99_ms: float = 100.0
     seed: int = 7
@@ -67,6 +83,8 @@ class SimulatorConfig:
         rates = (self.decline_rate, self.error_rate, self.timeout_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
             raise SimulatorConfigError(f"rates must be in [0, 1] and sum to at most 1, got {rates}")
+        if not 0.0 <= self.throttle_rate <= 1.0:
+            raise SimulatorConfigError(f"the throttle rate must be in [0, 1], got {self.throttle_rate}")
         if not 0.0 <= self.latency_median_ms <= self.latency_p99_ms <= LATENCY_MS_MAX:
             raise SimulatorConfigError("latency must satisfy 0 <= median <= p99 <= "
                                        f"{LATENCY_MS_MAX}, got {self.latency_median_ms}/{self.latency_p99_ms}")
@@ -136,7 +154,8 @@ def utc_now() -> datetime:
 class PartnerBook:
     """The partner's state: transfers by submission id, and what was asked how often. Thread-safe.
 
-    `submit` decides and returns the journal entries to persist; `apply` replays them at start.
+    `submit` decides at receipt and returns the journal entries to persist; the transfer is pending
+    until `finish`. `apply` replays the entries at start (nothing is pending then).
     """
 
     def __init__(self, config: SimulatorConfig | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
@@ -145,6 +164,9 @@ class PartnerBook:
         self._lock = threading.Lock()
         self._transfers: dict[str, Transfer] = {}
         self._errors: dict[str, int] = {}  # ERROR attempts per id: the next attempt draws afresh
+        self._pending: set[str] = set()  # recorded, and the POST that recorded it not answered yet
+        self._requests: Counter[str] = Counter()  # throttle draws per "kind:id" (not durable: since start)
+        self.throttled: Counter[str] = Counter()  # 429s answered per submission id (not durable: since start)
         self.posts: Counter[str] = Counter()  # POSTs that reached the book, per submission id
         self.replays: Counter[str] = Counter()  # of which answered from an earlier record
         self.queries: Counter[str] = Counter()  # GETs per submission id (not durable: since start)
@@ -166,7 +188,23 @@ class PartnerBook:
         sample = self.config.latency_median_ms * math.exp(self._sigma * rng.gauss(0.0, 1.0))
         return min(sample, LATENCY_MS_MAX) / 1000
 
+    def throttle(self, kind: Literal["submit", "query"], submission_id: str) -> bool:
+        """Whether this request is answered 429 (throttle_rate). Each request of a kind for an id draws
+        afresh, seeded by how many came before it; a throttled one was not processed: nothing recorded."""
+        rate = self.config.throttle_rate
+        if rate <= 0:
+            return False
+        with self._lock:
+            key = f"{kind}:{submission_id}"
+            draw = random.Random(f"{self.config.seed}:{key}:{self._requests[key]}:throttle").random()
+            self._requests[key] += 1
+            if draw >= rate:
+                return False
+            self.throttled[submission_id] += 1
+            return True
+
     def submit(self, request: TransferRequest) -> SubmitDecision:
+        """Decide one POST, at its receipt. A transfer it records is pending until `finish`."""
         with self._lock:
             sid = request.submission_id
             recorded = self._transfers.get(sid)
@@ -198,12 +236,22 @@ class PartnerBook:
                 reason_code=DECLINE_CODE if declined else None, amount_minor=request.amount_minor,
                 currency=request.currency, day=today, payer=request.payer, payee=request.payee)
             self._transfers[sid] = transfer
+            self._pending.add(sid)
             return SubmitDecision("recorded", transfer, lost_answer=lost,
                                   journal=({"kind": "recorded", **asdict(transfer)},))
 
-    def query(self, submission_id: str) -> Transfer | None:
+    def finish(self, submission_id: str) -> None:
+        """The POST that recorded the submission has been processed (answered, or its answer lost): a
+        query now gets the outcome. A replay never makes a transfer pending again."""
+        with self._lock:
+            self._pending.discard(submission_id)
+
+    def query(self, submission_id: str) -> Transfer | Literal["PENDING"] | None:
+        """The transfer; PENDING while a POST of it is being processed; None if the partner has none."""
         with self._lock:
             self.queries[submission_id] += 1
+            if submission_id in self._pending:
+                return PENDING
             return self._transfers.get(submission_id)
 
     # -- durability -----------------------------------------------------------------------------
@@ -248,7 +296,8 @@ class PartnerBook:
         """Per submission id: its status (if recorded), POSTs, replays and queries seen."""
         with self._lock:
             ids = set(self.posts) | set(self._transfers) | set(self.queries)
-            return {sid: {"status": t.status if (t := self._transfers.get(sid)) else None,
+            return {sid: {"status": (PENDING if sid in self._pending else t.status)
+                          if (t := self._transfers.get(sid)) else None,
                           "posts": self.posts[sid], "replays": self.replays[sid], "queries": self.queries[sid]}
                     for sid in sorted(ids)}
 

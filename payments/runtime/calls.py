@@ -9,11 +9,20 @@ After a crash or a rebalance, the new owner restores the state and finds the cal
 but not answered. It starts them again with `recovered=True`: they may have reached the other side
 already, and the performer must find out (the partner gateway asks the partner) before acting again.
 
-`CallRunner` runs the calls on an asyncio loop in one background thread, at most `limit` at a time:
-the loop takes no more input records than there is room for (each may become a call), and pauses its
-partitions when there is none for long. Results wait for the loop's next checkpoint; since calls
-start only after a checkpoint commits, at most `limit` results are ever waiting, so the runner holds
-at most twice `limit` calls and results together.
+`CallRunner` runs the calls on an asyncio loop in one background thread and never performs more than
+`limit` of them at once: a call started beyond that waits in the runner for a slot, unsent (no request
+made, so no timeout of its own running), and is performed when an earlier one finishes.
+
+What the loop does with that: it takes no more input records than `room()` (each may become a call),
+and pauses its partitions when there is none for long. Calls started for new records therefore never
+make more than `limit` unfinished. Recovered calls do: a restore starts every call its state records,
+however many (a partition's previous owner may have had `limit` out, and several partitions may come
+back at once). They queue for slots like any other; `room()` counts them, so it goes negative, and the
+loop reads no input until they have drained below `limit`. Results wait for the loop's next checkpoint
+(`take`, then `settled` after the commit). So at any moment: at most `limit` calls are performed; the
+runner holds the unfinished calls (at most `limit`, plus recovered calls not yet finished) and the
+results not yet settled; absent recovered calls that is at most twice `limit`, as calls start only
+after a checkpoint commits.
 """
 
 from __future__ import annotations
@@ -81,6 +90,9 @@ class CallRunner:
         self._finished: set[CallKey] = set()  # of those, the ones whose result is in
         self._done: list[Completion] = []  # results not taken yet
         self._arrived = threading.Event()  # set when a result lands: wakes a loop waiting for room
+        # Held while a call is performed: beyond `limit`, calls wait here unsent (the loop's room check
+        # cannot stop recovered calls, which all start at once after a restore).
+        self._slots = asyncio.Semaphore(limit)
         self._tasks: dict[CallKey, asyncio.Task[None]] = {}
         self._log = log.bind(runner=name)
         self._loop = asyncio.new_event_loop()
@@ -95,7 +107,8 @@ class CallRunner:
     # -- the main loop's side -------------------------------------------------------------------
 
     def start(self, partition: int, key: str, call: Call, *, recovered: bool) -> None:
-        """Start `call` unless it is already running or waiting to be settled."""
+        """Start `call` unless it is already running or waiting to be settled. Never refused: with `limit`
+        calls being performed it waits for a slot (and `room()` goes negative)."""
         ident = (partition, key, call.call_id)
         token = object()  # tells this run from an earlier one of the same call that was revoked
         with self._lock:
@@ -131,7 +144,8 @@ class CallRunner:
             self._loop.call_soon_threadsafe(self._cancel, dropped)
 
     def room(self) -> int:
-        """How many more calls may start: `limit` minus the calls running."""
+        """How many more calls may start: `limit` minus the calls not finished (performed or waiting for
+        a slot). Negative when recovered calls put more than `limit` in the runner."""
         with self._lock:
             return self.limit - (len(self._known) - len(self._finished))
 
@@ -171,7 +185,8 @@ class CallRunner:
         try:
             while True:
                 try:
-                    result = await self._performer.perform(call, recovered)
+                    async with self._slots:  # a bug's pause below holds no slot
+                        result = await self._performer.perform(call, recovered)
                     break
                 except Exception:  # a bug in the performer: never lose the call, try again as recovered
                     failures += 1

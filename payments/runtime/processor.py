@@ -371,8 +371,9 @@ class Processor(Generic[S]):
         it has room for calls, the partitions paused while it has none (resumed once a quarter is free),
         and a short wait while calls are out, so their results are committed soon after they arrive.
 
-        Calls start only after the checkpoint that records them commits, so taking `room` records
-        never puts more than the runner's limit out."""
+        Calls start only after the checkpoint that records them commits, so taking `room` records never
+        puts more than the runner's limit out. Calls recovered after a restore can exceed it (room goes
+        negative): no record is taken until they drain, and the runner makes at most `limit` at once."""
         if self._calls is None:
             return self.config.batch_records_max, self.config.poll_timeout_ms
         room = self._calls.room()

@@ -128,7 +128,9 @@ def test_2000_payments_with_a_200ms_partner_settle_with_one_submission_each(gate
 def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_asking_the_partner(
         gateway_pipeline: Pipeline) -> None:
     gateway = process(gateway_pipeline, "partner")
-    sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 60, "extra_latency_ms": 3000})
+    # Each submission takes the partner 20 s, longer than a restarted gateway takes to ask (several seconds
+    # on a busy machine): the dead owner's requests are still being processed when its successor asks.
+    sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 60, "extra_latency_ms": 20_000})
     queries_before = sim(gateway_pipeline, "/_sim/stats")["queries"]
     commands = send(gateway_pipeline, 600, declined_every=10)
     in_flight = wait_for(lambda: (n := sim(gateway_pipeline, "/_sim/stats")["in_progress"]) >= 150 and n, 90,
@@ -145,10 +147,16 @@ def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_aski
     assert recovered >= 100, (in_flight, recovered)
     queries = sim(gateway_pipeline, "/_sim/stats")["queries"] - queries_before
     assert queries >= recovered  # every recovered call asked the partner before anything else
-    # No submission was sent again blindly: a second POST of a submission can only be the race of a dead
-    # owner's request still being processed while its successor, told NOT_FOUND, submitted it (a replay).
-    assert all(row["posts"] == 1 + row["replays"] for row in rows.values())
-    assert sum(row["replays"] for row in rows.values()) <= in_flight
+    # The partner records a submission at its receipt and answers a query about one it is still
+    # processing PENDING; the gateway then asks again, and submits only on NOT_FOUND, which now means the
+    # dead owner's request never arrived (docs/participants.md, "Crash recovery"). On one host no request
+    # is still on the wire by the time the new owner asks, so every submission that reached the partner
+    # was POSTed exactly once: no second POST, not even an idempotent replay.
+    doubled = {sid: row for sid, row in rows.items()
+               if row["posts"] and (row["status"] is None or (row["posts"], row["replays"]) != (1, 0))}
+    assert not doubled, doubled
+    # The race was run: the dead owner's requests were still being processed when they were asked about.
+    assert '"result": "pending"' in log, "no recovered call or query found its submission PENDING"
 
 
 def test_the_partner_down_for_10s_opens_the_breaker_then_every_payment_completes_once(

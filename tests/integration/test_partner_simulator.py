@@ -1,9 +1,11 @@
 """The simulated partner and the gateway's HTTP caller, over real HTTP on this machine.
 
-The book: seeded outcomes, replays and conflicts, durability across restarts, settlement reports,
-forced outcomes by payee. The API: status codes, lost answers, injected faults. The caller: recovery by
-asking first, Retry-After, timeouts that never turn into a blind resubmission, the circuit breaker,
-expiry while the partner is down.
+The book: seeded outcomes, replays and conflicts, submissions pending from receipt until answered, the
+seeded throttle, durability across restarts (a pending transfer too), settlement reports, forced
+outcomes by payee. The API: status codes, PENDING while a submission is processed, lost answers,
+injected faults. The caller: recovery by asking first (waiting out PENDING, never resubmitting),
+Retry-After, timeouts that never turn into a blind resubmission, the circuit breaker, expiry while the
+partner is down.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -27,7 +32,7 @@ from consumers.partner.breaker import BreakerConfig
 from consumers.partner.caller import CallerConfig, PartnerCaller
 from consumers.partner.logic import PARTNER_UNAVAILABLE, TIMEOUT, PendingCall
 from consumers.partner.sim_server import SimulatedPartnerApp, load_book
-from consumers.partner.simulator import Journal, PartnerBook, SimulatorConfig, TransferRequest
+from consumers.partner.simulator import PENDING, Journal, PartnerBook, SimulatorConfig, TransferRequest
 from ops.supervisor import ServiceProcess, free_port
 from payments.money import Money
 from payments.runtime.logic import Call
@@ -80,6 +85,8 @@ def test_same_seed_gives_the_same_outcomes(tmp_path: Path) -> None:
 def test_a_resubmission_is_a_replay_and_another_request_under_the_key_a_conflict(tmp_path: Path) -> None:
     partner = book(tmp_path, decline_rate=0.5)
     first = [partner.submit(request(f"sub-{i}")) for i in range(50)]
+    for i in range(50):
+        partner.finish(f"sub-{i}")  # answered (the server's part)
     again = [partner.submit(request(f"sub-{i}")) for i in range(50)]
     assert {d.kind for d in first} == {"recorded"} and {d.kind for d in again} == {"replayed"}
     assert [d.transfer for d in first] == [d.transfer for d in again]
@@ -94,12 +101,45 @@ def test_a_lost_answer_is_recorded_and_an_error_is_not(tmp_path: Path) -> None:
     partner = book(tmp_path, timeout_rate=1.0)
     lost = partner.submit(request("sub-1"))
     assert lost.kind == "recorded" and lost.lost_answer
+    partner.finish("sub-1")  # the server dropped the connection instead of answering
     found = partner.query("sub-1")
-    assert found is not None and found.status == "ACCEPTED" and found.partner_reference
+    assert found is not None and found != PENDING and found.status == "ACCEPTED" and found.partner_reference
     erring = book(tmp_path / "e", error_rate=0.5)
     errored = [f"sub-{i}" for i in range(40) if erring.submit(request(f"sub-{i}")).kind == "error"]
     assert errored and all(erring.query(i) is None for i in errored)
     assert "recorded" in [erring.submit(request(i)).kind for i in errored]  # a retry draws afresh
+
+
+def test_a_submission_is_pending_from_its_receipt_until_its_post_is_answered(tmp_path: Path) -> None:
+    partner = book(tmp_path, decline_rate=0.5, error_rate=0.2)
+    decisions = {f"sub-{i}": partner.submit(request(f"sub-{i}")) for i in range(40)}
+    recorded = [sid for sid, d in decisions.items() if d.kind == "recorded"]
+    errored = [sid for sid, d in decisions.items() if d.kind == "error"]
+    assert recorded and errored
+    for sid in recorded:  # in the book from receipt: a query never says NOT_FOUND about it
+        assert partner.query(sid) == PENDING and partner.submissions()[sid]["status"] == PENDING
+    assert all(partner.query(sid) is None for sid in errored)  # a 500 recorded nothing: NOT_FOUND is the truth
+    partner.finish(recorded[0])
+    assert partner.query(recorded[0]) == decisions[recorded[0]].transfer
+    assert partner.submit(request(recorded[0])).kind == "replayed"
+    assert partner.query(recorded[0]) == decisions[recorded[0]].transfer  # a replay never makes it pending again
+    assert partner.query(recorded[1]) == PENDING  # still being processed: the others stay pending
+
+
+def test_the_seeded_throttle_answers_about_its_rate_and_every_request_draws_afresh(tmp_path: Path) -> None:
+    partner = book(tmp_path, throttle_rate=0.2)
+    n = 5000
+    first = [partner.throttle("submit", f"sub-{i}") for i in range(n)]
+    assert abs(sum(first) / n - 0.2) < 0.015
+    again = [partner.throttle("submit", f"sub-{i}") for i in range(n)]  # the retries draw again
+    assert abs(sum(again) / n - 0.2) < 0.015 and first != again
+    queries = [partner.throttle("query", f"sub-{i}") for i in range(n)]
+    assert abs(sum(queries) / n - 0.2) < 0.015
+    assert sum(partner.throttled.values()) == sum(first) + sum(again) + sum(queries)
+    assert partner.posts == {} and partner.queries == {}  # a throttled request reached nothing
+    twin = book(tmp_path / "twin", throttle_rate=0.2)
+    assert [twin.throttle("submit", f"sub-{i}") for i in range(n)] == first  # seeded: reproducible
+    assert not any(book(tmp_path / "off").throttle("submit", f"sub-{i}") for i in range(n))  # 0 by default
 
 
 def test_forced_outcomes_by_payee(tmp_path: Path) -> None:
@@ -119,6 +159,7 @@ def test_the_journal_restores_every_decision_and_skips_a_torn_last_line(tmp_path
     for i in range(30):
         decision = partner.submit(request(f"sub-{i}"))
         journal.append(decision.journal)
+        partner.finish(f"sub-{i}")
         decisions.append(decision)
     journal.append(partner.submit(request("sub-0")).journal)  # a replay is journaled too
     journal.close()
@@ -131,6 +172,19 @@ def test_the_journal_restores_every_decision_and_skips_a_torn_last_line(tmp_path
             assert restarted.query(f"sub-{i}") == decision.transfer
         else:  # an error recorded nothing, and the next attempt draws afresh
             assert restarted.query(f"sub-{i}") is None
+
+
+def test_a_transfer_pending_when_the_simulator_stopped_is_complete_after_the_restart(tmp_path: Path) -> None:
+    partner = book(tmp_path, decline_rate=0.5)
+    journal = Journal(tmp_path)
+    decisions = [partner.submit(request(f"sub-{i}")) for i in range(20)]  # durable, none answered yet
+    journal.append([entry for decision in decisions for entry in decision.journal])
+    journal.close()
+    assert {partner.query(f"sub-{i}") for i in range(20)} == {PENDING}
+    restarted = book(tmp_path, decline_rate=0.0)  # other rates: the outcome drawn at receipt must win
+    assert Journal(tmp_path).load_into(restarted) == 20
+    assert [restarted.query(f"sub-{i}") for i in range(20)] == [d.transfer for d in decisions]
+    assert {d.transfer.status for d in decisions if d.transfer} == {"ACCEPTED", "DECLINED"}
 
 
 def test_settlement_report_lists_the_days_submissions_and_rolls_at_midnight(tmp_path: Path) -> None:
@@ -235,6 +289,38 @@ def test_a_lost_answer_drops_the_connection_and_a_query_finds_the_transfer(tmp_p
     run(scenario())
 
 
+async def until(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def slow_posts(session: aiohttp.ClientSession, url: str, extra_latency_ms: int) -> None:
+    """Make the partner's processing slow, then let queries be quick again while the slow POSTs go on."""
+    await call(session, "POST", f"{url}/_sim/faults", json={"mode": "slow", "seconds": 60,
+                                                            "extra_latency_ms": extra_latency_ms})
+
+
+def test_a_query_while_the_submission_is_processed_answers_pending_then_its_outcome(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), aiohttp.ClientSession() as session:
+            await slow_posts(session, url, 1500)
+            posting = asyncio.create_task(call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                                               headers={"Idempotency-Key": "sub-p"}))
+            await until(lambda: "sub-p" in app.book.submissions(), "the submission to arrive")
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "none"})  # the POST keeps its time
+            status, body, _ = await call(session, "GET", f"{url}/v1/transfers/sub-p")
+            assert (status, body) == (200, {"submission_id": "sub-p", "status": "PENDING"})
+            assert not posting.done()
+            status, answer, _ = await posting
+            assert status == 201 and answer["status"] == "ACCEPTED"
+            status, found, _ = await call(session, "GET", f"{url}/v1/transfers/sub-p")
+            assert (status, found) == (200, answer)
+            assert app.book.submissions()["sub-p"] == {"status": "ACCEPTED", "posts": 1, "replays": 0, "queries": 2}
+    run(scenario())
+
+
 def test_injected_faults_throttle_refuse_and_slow_down_then_end(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with serving(tmp_path) as (url, _), aiohttp.ClientSession() as session:
@@ -278,6 +364,54 @@ def test_the_simulator_process_keeps_its_transfers_across_a_sigkill(tmp_path: Pa
         wait_for(lambda: process.log_tail().count("partner_sim_listening") == 2, 30, "the restarted simulator")
         assert run(submit()) == first  # the same transfer: it was durable before the first answer left
         assert '"entries": 1' in process.log_tail()
+    finally:
+        assert process.stop() == 0, process.log_tail()
+
+
+def test_a_transfer_pending_when_the_simulator_process_is_killed_resolves_to_its_seeded_outcome(
+        tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"PAYMENTS_PARTNER_SIM_PORT": str(port), "PAYMENTS_PARTNER_DATA_DIR": str(tmp_path / "data"),
+           "PAYMENTS_PARTNER_LATENCY_MS": "1", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0"}
+    process = ServiceProcess(["partner-sim"], log_dir=tmp_path, env=env).start().wait_ready()
+
+    def http(method: str, path: str, body: dict[str, Any] | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        made = urllib.request.Request(f"{base}{path}", data=data, method=method,
+                                      headers={"Content-Type": "application/json", **(headers or {})})
+        with urllib.request.urlopen(made, timeout=30) as response:
+            return response.status, json.loads(response.read())
+
+    def post() -> None:  # its answer never comes: the simulator is killed while processing it
+        with suppress(OSError):
+            http("POST", "/v1/transfers", BODY, {"Idempotency-Key": "sub-killed"})
+
+    poster = threading.Thread(target=post, daemon=True)
+    try:
+        http("POST", "/_sim/faults", {"mode": "slow", "seconds": 120, "extra_latency_ms": 25_000})
+        poster.start()
+        wait_for(lambda: http("GET", "/_sim/submissions")[1]["submissions"].get("sub-killed", {}).get("status")
+                 == PENDING, 10, "the submission to be received and pending")
+        assert process.process is not None
+        process.process.send_signal(signal.SIGKILL)
+        process.process.wait(10)
+        poster.join(10)
+        process.start()
+        wait_for(lambda: process.log_tail().count("partner_sim_listening") == 2, 30, "the restarted simulator")
+        # The outcome drawn at receipt, as a book with the same settings draws it: deterministic.
+        seeded = PartnerBook(SimulatorConfig(timeout_rate=0.0, data_dir=tmp_path / "twin")).submit(
+            TransferRequest("sub-killed", 1000, "EUR", "acc-a", "acc-b")).transfer
+        assert seeded is not None
+        status, found = http("GET", "/v1/transfers/sub-killed")
+        assert status == 200
+        assert (found["status"], found["partner_reference"], found["reason_code"]) == (
+            seeded.status, seeded.partner_reference, seeded.reason_code)
+        status, again = http("POST", "/v1/transfers", BODY, {"Idempotency-Key": "sub-killed"})
+        assert (status, again) == (200, found)  # a replay of the one transfer
+        assert http("GET", "/_sim/submissions")[1]["submissions"]["sub-killed"] == {
+            "status": seeded.status, "posts": 2, "replays": 1, "queries": 1}
     finally:
         assert process.stop() == 0, process.log_tail()
 
@@ -334,6 +468,68 @@ def test_a_recovered_submission_is_asked_about_first_and_submitted_only_if_the_p
     run(scenario())
 
 
+def test_a_recovered_submission_that_finds_the_dead_owners_request_pending_waits_and_never_resubmits(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url) as partner, aiohttp.ClientSession() as session:
+            await slow_posts(session, url, 1500)
+            dead_owners = asyncio.create_task(call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                                                   headers={"Idempotency-Key": "sub-1"}))
+            await until(lambda: "sub-1" in app.book.submissions(), "the dead owner's request to arrive")
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "none"})
+            recovered = await partner.perform(pending(sid="sub-1"), recovered=True)
+            status, sent, _ = await dead_owners
+            assert status == 201 and dead_owners.done()
+            assert (recovered.code, recovered.partner_reference) == ("ACCEPTED", sent["partner_reference"])
+            row = app.book.submissions()["sub-1"]
+            assert (row["posts"], row["replays"]) == (1, 0)  # asked until decided: never sent again
+            assert row["queries"] >= 2  # at least one PENDING, then the outcome
+    run(scenario())
+
+
+def test_a_query_still_pending_at_its_expiry_is_answered_pending_and_a_recovered_submission_timeout(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, app), caller(url) as partner, aiohttp.ClientSession() as session:
+            await slow_posts(session, url, 4000)
+            slow = asyncio.create_task(call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                                            headers={"Idempotency-Key": "sub-slow"}))
+            await until(lambda: "sub-slow" in app.book.submissions(), "the submission to arrive")
+            await call(session, "POST", f"{url}/_sim/faults", json={"mode": "none"})
+            query, submission = await asyncio.gather(
+                partner.perform(pending("query", sid="sub-slow", expires_in_s=1.0), recovered=False),
+                partner.perform(pending(sid="sub-slow", expires_in_s=1.0), recovered=True))
+            assert query.code == "PENDING"  # nothing decided by expires_at: the saga asks again
+            assert (submission.code, submission.reason_code) == ("ERROR", TIMEOUT)  # never NOT_FOUND, never sent
+            assert (await slow)[0] == 201
+            assert app.book.submissions()["sub-slow"]["posts"] == 1
+    run(scenario())
+
+
+def test_a_seeded_throttle_rate_is_answered_429_with_retry_after_and_the_caller_waits_it_out(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path, throttle_rate=0.3) as (url, app), caller(url) as partner:
+            async with aiohttp.ClientSession() as session:
+                statuses = []
+                for i in range(50):  # 0.7 ** 50: a run with no 429 among them is not going to happen
+                    status, body, headers = await call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                                                       headers={"Idempotency-Key": f"raw-{i}"})
+                    statuses.append(status)
+                    if status == 429:
+                        assert (body["error"], headers["Retry-After"]) == ("RATE_LIMITED", "1")
+                assert set(statuses) == {201, 429} and 5 <= statuses.count(429) <= 25
+            started = time.monotonic()
+            answers = await asyncio.gather(*(partner.perform(pending(sid=f"sub-{i}"), recovered=False)
+                                             for i in range(30)))
+            assert {a.code for a in answers} == {"ACCEPTED"}  # waited out, none failed
+            assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+            rows = {sid: row for sid, row in app.book.submissions().items() if sid.startswith("sub-")}
+            assert len(rows) == 30 and {row["posts"] for row in rows.values()} == {1}  # a 429 processed nothing
+            assert sum(app.book.throttled[sid] for sid in rows) >= 1
+    run(scenario())
+
+
 def test_429_is_waited_out_for_its_retry_after_and_never_reaches_the_book(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with serving(tmp_path) as (url, app), caller(url) as partner:
@@ -358,7 +554,8 @@ def test_a_response_slower_than_the_timeout_is_an_unknown_outcome_that_a_later_q
                                                                         "extra_latency_ms": 800})
             slow = await partner.perform(pending(sid="sub-slow"), recovered=False)
             assert (slow.code, slow.reason_code) == ("ERROR", TIMEOUT)
-            await asyncio.sleep(1.0)  # the slow mode ends; the partner finished the submission meanwhile
+            # Asked at once: the partner is still processing it (PENDING, or the query too is slow), and
+            # the caller asks again until it has the outcome.
             found = await partner.perform(pending("query", sid="sub-slow"), recovered=False)
             assert found.code == "ACCEPTED"
             assert app.book.submissions()["sub-slow"]["posts"] == 1

@@ -97,5 +97,6 @@ def test_an_orchestrator_killed_and_restarted_reads_only_its_changelog_tail_and_
         assert cancelled() == {c.payment_id for c in first}
         assert initiated() == {c.payment_id for c in first + later}
     finally:
-        for process in (orchestrator, *intake):
-            assert process.stop() == 0, process.log_tail()
+        stopped = {" ".join(process.args): (process.stop(), process) for process in (orchestrator, *intake)}
+    for code, process in stopped.values():
+        assert code == 0, process.log_tail()

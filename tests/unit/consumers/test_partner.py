@@ -141,6 +141,8 @@ def test_unanswered_calls_say_error_for_a_submission_and_pending_for_a_query() -
     (201, {"status": "ACCEPTED"}, False, "answer"),
     (200, {"status": "DECLINED"}, False, "answer"),
     (200, {"status": "WHO_KNOWS"}, False, "unknown"),
+    (200, {"status": "PENDING"}, True, "pending"),  # received, not decided: neither an outcome nor NOT_FOUND
+    (202, {"status": "PENDING"}, False, "pending"),
     (404, {"error": "NOT_FOUND"}, True, "not_found"),
     (404, {"error": "NOT_FOUND"}, False, "rejected"),
     (422, {"error": "IDEMPOTENCY_KEY_REUSED"}, False, "rejected"),
@@ -157,6 +159,7 @@ def test_each_response_is_classified_by_whether_the_partner_may_have_processed_i
 def test_breaker_verdicts_and_the_partner_code_are_read_from_the_result() -> None:
     assert HttpResult("rejected", {"error": "X"}).breaker_verdict == "success"
     assert HttpResult("throttled").breaker_verdict == "neutral"
+    assert HttpResult("pending").breaker_verdict == "success"  # the partner is up, and working on it
     assert HttpResult("refused").breaker_verdict == "failure"
     assert HttpResult("unknown", {"error": "PARTNER_INTERNAL_ERROR"}).code == "PARTNER_INTERNAL_ERROR"
     assert HttpResult("unknown", {"error": 5}).code is None

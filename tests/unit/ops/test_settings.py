@@ -65,3 +65,10 @@ def test_docs_operations_lists_exactly_the_variables_the_settings_read() -> None
     documented = {name for line in table.splitlines() if line.startswith("| `")
                   for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
     assert documented == set(env_names().values())
+
+
+def test_the_jar_cache_follows_the_settings_given_not_the_process_environment(tmp_path: Path) -> None:
+    assert Settings.load({"XDG_CACHE_HOME": str(tmp_path)}).jar_cache == tmp_path / "payments-orchestrator"
+    assert Settings.load({"XDG_CACHE_HOME": "relative/dir"}).jar_cache == Path.home() / ".cache/payments-orchestrator"
+    chosen = Settings.load({"PAYMENTS_CACHE_DIR": str(tmp_path / "c"), "XDG_CACHE_HOME": "/x"})
+    assert chosen.jar_cache == tmp_path / "c"

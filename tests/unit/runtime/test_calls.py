@@ -365,6 +365,73 @@ def test_the_runner_retries_a_failing_call_as_recovered_and_drops_revoked_ones()
         runner.close()
 
 
+class GatedPerformer(SlowPerformer):
+    """Each call blocks until the test lets one through (`release`), so the calls being performed stay put."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Semaphore | None = None  # made on the runner's loop, at open
+
+    async def open(self) -> None:
+        self.gate = asyncio.Semaphore(0)
+        await super().open()
+
+    async def perform(self, call: Call, recovered: bool) -> Any:
+        assert self.gate is not None
+        self.seen.append((call.call_id, recovered))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.gate.acquire()
+        finally:
+            self.running -= 1
+        return f"result-{call.call_id}"
+
+
+def settle_loop(runner: CallRunner) -> None:
+    """Let the runner's loop run every task that is ready (each started call gets to `perform` or to
+    its wait for a slot) before the test looks."""
+    async def turns() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run_coroutine_threadsafe(turns(), runner._loop).result(5)
+
+
+def take_until(runner: CallRunner, results: list[Completion], count: int) -> None:
+    wait_until(lambda: len(results.__iadd__(runner.take())) >= count)
+    assert len(results) == count
+
+
+def test_recovered_calls_beyond_the_limit_wait_unsent_for_a_slot_and_all_complete() -> None:
+    limit, extra = 8, 5
+    performer = GatedPerformer()
+    runner = CallRunner(performer, limit=limit, name="t")
+    try:
+        # A restore starts every call its state records, with no regard for room (Processor._recover_calls).
+        for i in range(limit + extra):
+            runner.start(i % 2, f"k{i}", Call(f"c{i}", None), recovered=True)
+        wait_until(lambda: performer.running == limit)
+        settle_loop(runner)
+        assert len(performer.seen) == limit and performer.peak == limit  # the others were not sent
+        assert runner.room() == -extra  # the loop reads nothing until the runner has room again
+        results: list[Completion] = []
+        loop, gate = runner._loop, performer.gate
+        assert gate is not None
+        for done in range(1, limit + extra + 1):  # one call finishes at a time: the next waiting one goes out
+            loop.call_soon_threadsafe(gate.release)
+            take_until(runner, results, done)
+            settle_loop(runner)
+            assert performer.running == min(limit, limit + extra - done)
+        assert performer.peak == limit
+        assert sorted(c.call_id for c in results) == sorted(f"c{i}" for i in range(limit + extra))
+        assert {recovered for _, recovered in performer.seen} == {True} and len(performer.seen) == limit + extra
+        runner.settled(results)
+        assert runner.room() == limit and not runner.busy()
+    finally:
+        runner.close()
+
+
 def test_a_runner_whose_performer_cannot_open_fails_at_construction() -> None:
     class Broken(SlowPerformer):
         async def open(self) -> None:
