@@ -52,7 +52,8 @@ from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
-from payments.runtime.health import Health
+from payments.runtime.health import Health, start_lag_probe
+from payments.runtime.reader import end_offsets
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
 from payments.runtime.watchdog import Watchdog
@@ -95,6 +96,7 @@ class RunnerConfig:
     db_connect_timeout_s: int = 5
     db_call_deadline_s: float = 60.0  # one database transaction (a batch) may block this long: then the watchdog
     progress_bound_s: float = 120.0
+    lag_check_s: float = 5.0  # how often a background thread asks the brokers for the input lag (/healthz)
 
 
 class ProjectionRunner:
@@ -107,6 +109,7 @@ class ProjectionRunner:
         self.watchdog = watchdog or Watchdog(f"projection-{projection.name}")
         self.health = health or Health(self.config.progress_bound_s)
         self._database_url = database_url
+        self._bootstrap_servers = bootstrap_servers
         self._topics = topics
         self._log = log.bind(projection=projection.name)
         self._stop = threading.Event()  # run() replaces it; a replay's runner is never stopped this way
@@ -131,13 +134,20 @@ class ProjectionRunner:
         self._stop = stop
         self.consumer.subscribe([self._topics.name(t) for t in self.projection.topics], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        # Liveness counts lag: records in Kafka past what the database stored, and no commit, is unhealthy.
+        probe_stop = start_lag_probe(self.health, self.config.lag_check_s, self._stored_positions,
+                                     lambda partitions: end_offsets(self._bootstrap_servers, partitions))
         try:
             while not stop.is_set():
                 self.step()
         except (KafkaException, psycopg.Error) as error:
             raise FatalProcessorError(f"{type(error).__name__} outside a batch: {error}") from error
         finally:
+            probe_stop.set()
             self.close()
+
+    def _stored_positions(self) -> dict[tuple[str, int], int]:
+        return {tp: offset or 0 for tp, offset in dict(self._positions).items()}
 
     def step(self) -> int:
         with self.watchdog.guard("consume", self.config.db_call_deadline_s + self.config.poll_timeout_ms / 1000):

@@ -80,6 +80,32 @@ class Health:
                 "partitions": self.partitions, "lag": self._lag}
 
 
+Partition = tuple[str, int]
+
+
+def probe_lag(health: Health, stop: threading.Event, every_s: float, positions: Callable[[], dict[Partition, int]],
+              ends: Callable[[list[Partition]], dict[Partition, int]]) -> None:
+    """Run in a background thread until `stop`: every `every_s`, the lag of the owned input partitions (their
+    end minus `positions()`, the committed next offsets) into `health`. Asked of the brokers off the main
+    loop, so a broker that does not answer delays only this figure; a failed ask keeps the last one."""
+    while not stop.wait(every_s):
+        owned = positions()
+        try:
+            end = ends(list(owned))
+        except Exception:  # noqa: S112 - any failure (a broker away) only delays the figure
+            continue
+        health.lagging(sum(max(0, offset - owned.get(tp, 0)) for tp, offset in end.items()))
+
+
+def start_lag_probe(health: Health, every_s: float, positions: Callable[[], dict[Partition, int]],
+                    ends: Callable[[list[Partition]], dict[Partition, int]]) -> threading.Event:
+    """`probe_lag` in a daemon thread; set the returned event to end it."""
+    stop = threading.Event()
+    threading.Thread(target=probe_lag, args=(health, stop, every_s, positions, ends), name="lag-probe",
+                     daemon=True).start()
+    return stop
+
+
 def serve_health(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - a probe port
     """Serve /healthz and /readyz for `health` in a daemon thread; returns the server (port 0: any free port)."""
 

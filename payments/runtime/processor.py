@@ -54,7 +54,7 @@ from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
-from payments.runtime.health import Health
+from payments.runtime.health import Health, start_lag_probe
 from payments.runtime.logic import (
     Calling,
     Completion,
@@ -217,8 +217,9 @@ class Processor(Generic[S]):
         self.consumer.subscribe(list(self._inputs), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         probe_stop = threading.Event()
-        if self._end_offsets is not None:
-            threading.Thread(target=self._probe_lag, args=(probe_stop,), name="lag-probe", daemon=True).start()
+        if self._end_offsets is not None:  # liveness counts lag (payments.runtime.health)
+            probe_stop = start_lag_probe(self.health, self.config.lag_check_s, self._owned_positions,
+                                         self._end_offsets)
         try:
             while not stop.is_set():
                 self.step()
@@ -253,21 +254,11 @@ class Processor(Generic[S]):
         self.health.iterated()
         return handled
 
-    def _probe_lag(self, stop: threading.Event) -> None:
-        """Background thread: every `lag_check_s`, the owned input partitions' lag behind their committed
-        positions, for liveness (payments.runtime.health). Asked of the brokers off the main loop, so a
-        broker that does not answer delays only this figure; a failed ask keeps the last one."""
-        assert self._end_offsets is not None
-        while not stop.wait(self.config.lag_check_s):
-            owned = self.state.partitions
-            committed = dict(self._committed)
-            wanted = [(topic, partition) for topic in self._inputs for partition in sorted(owned)]
-            try:
-                ends = self._end_offsets(wanted)
-            except Exception as error:  # any failure only delays the figure: keep the last one
-                self._log.debug("lag_probe_failed", error=str(error))
-                continue
-            self.health.lagging(sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items()))
+    def _owned_positions(self) -> dict[tuple[str, int], int]:
+        """The committed next offset of every owned, restored input partition (0 when none is committed)."""
+        owned = self.state.partitions
+        committed = dict(self._committed)
+        return {(topic, p): committed.get((topic, p), 0) for topic in self._inputs for p in sorted(owned)}
 
     def close(self) -> None:
         """Leave the group and flush what is queued. Never raises a Kafka error: close() runs on the way out
@@ -762,9 +753,9 @@ class Processor(Generic[S]):
             return
         self._restore = None
         keys = 0
-        # Decoding a restore makes millions of objects that all live on: the cyclic collector would walk the
-        # growing heap again and again (half of a 1.5-million-part restore's time). Off while decoding,
-        # and what was restored is frozen out of later collections (it is freed by reference counts).
+        # Decoding a restore makes millions of objects that mostly live on: the cyclic collector would walk
+        # the growing heap again and again (half of a 1.5-million-part restore's time). Off while decoding,
+        # then one collection for what the decoding left in cycles (a decoded saga dropped for its bytes).
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -780,7 +771,7 @@ class Processor(Generic[S]):
         finally:
             if collecting:
                 gc.enable()
-        gc.freeze()
+                gc.collect()
         job.stores.clear()
         resumed = [tp for tp in self.consumer.assignment() if tp.partition in job.partitions]
         if not self._paused:  # paused for calls: _flow resumes them with the rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -11,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from payments.runtime.errors import FatalProcessorError, KafkaCallError
-from payments.runtime.health import Health, serve_health
+from payments.runtime.health import Health, serve_health, start_lag_probe
 from payments.runtime.retry import retry_kafka
 from payments.runtime.service import EXIT_OK, EXIT_REBUILDS_EXHAUSTED, run_until_stopped
 from payments.runtime.watchdog import EXIT_STUCK, Watchdog
@@ -182,3 +183,26 @@ def test_lag_without_commits_is_lost_health_even_when_every_poll_comes_back_empt
     clock.now += 70.0
     health.iterated()
     assert health.alive()[0]
+
+
+def test_the_lag_probe_reports_end_minus_position_and_keeps_the_last_figure_when_the_brokers_do_not_answer() -> None:
+    health = Health(progress_bound_s=60.0)
+    answers: list[dict[tuple[str, int], int] | Exception] = [
+        {("t", 0): 10, ("t", 1): 4}, RuntimeError("broker away"), {("t", 0): 3, ("t", 1): 4}]
+    seen: list[int] = []
+
+    def ends(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        assert sorted(partitions) == [("t", 0), ("t", 1)]
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            seen.append(health.report()["lag"])
+            raise answer
+        return answer
+
+    stop = start_lag_probe(health, 0.001, lambda: {("t", 0): 3, ("t", 1): 1}, ends)
+    deadline = time.monotonic() + 5
+    while (answers or health.report()["lag"] != 3) and time.monotonic() < deadline:  # 0 + 3 after the last
+        time.sleep(0.01)
+    stop.set()
+    assert not answers and seen == [7 + 3]  # the failed ask kept 10
+    assert health.report()["lag"] == 3

@@ -30,6 +30,7 @@ from payments.runtime.clients import LoopClients
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter
 from payments.runtime.errors import FatalProcessorError, TopologyError
+from payments.runtime.health import start_lag_probe
 from payments.runtime.logic import Decision, Incoming, JsonState, Outgoing
 from payments.runtime.processor import Processor
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, EXIT_REBUILDS_EXHAUSTED, run_until_stopped
@@ -579,8 +580,8 @@ def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_prog
     consumer.subscribe(list(processor._inputs), on_assign=processor._on_assign, on_revoke=processor._on_revoke,
                        on_lost=processor._on_revoke)
     restore_assigned(processor)
-    probe_stop = threading.Event()
-    threading.Thread(target=processor._probe_lag, args=(probe_stop,), daemon=True).start()
+    assert clients.end_offsets is not None
+    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, clients.end_offsets)
     try:
         rig = Rig.__new__(Rig)
         rig.broker = broker
