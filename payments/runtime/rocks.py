@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from payments.runtime.store import PartitionStore, Record, StateStoreError, StoreCheckpoint
 
@@ -22,10 +22,23 @@ META = "meta"
 CHECKPOINT_KEY = b"checkpoint"
 
 
+# Memory: RocksDB's defaults (64 MiB memtables, up to two per column family, a block cache per database)
+# would hold ~0.5 GB for six partitions just after a restore wrote them; state is already held by the
+# processor, so the stores keep small memtables and share one small block cache.
+WRITE_BUFFER_BYTES = 4 * 2**20
+BLOCK_CACHE_BYTES = 16 * 2**20
+_CACHE = Cache(BLOCK_CACHE_BYTES)
+
+
 def _options() -> Options:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    options.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(_CACHE)
+    options.set_block_based_table_factory(table)
     return options
 
 
@@ -40,7 +53,7 @@ class RocksStore:
     def _open(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(str(self.path), _options(), column_families={META: Options(raw_mode=True)})
+            self._db = Rdict(str(self.path), _options(), column_families={META: _options()})
         except Exception as error:  # rocksdict raises a bare Exception for IO errors (a held LOCK, say)
             raise StateStoreError(f"local state store {self.path}: {error}") from error
 
