@@ -45,7 +45,7 @@ faults: $(STAMP) ## Broker and database faults while payments flow, longer than 
 
 test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests)
 	$(BIN)/payments stack fetch
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Bring the stack up, run the services, publish sample payments, report, shut down
 	$(BIN)/payments demo
