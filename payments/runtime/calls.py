@@ -28,6 +28,7 @@ after a checkpoint commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -140,8 +141,10 @@ class CallRunner:
                 del self._known[ident]
             self._finished -= dropped
             self._done = [c for c in self._done if c.partition not in numbers]
-        if dropped:
-            self._loop.call_soon_threadsafe(self._cancel, dropped)
+        if dropped and not self._loop.is_closed():
+            # The loop may close meanwhile: close() has then cancelled every task already.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._cancel, dropped)
 
     def room(self) -> int:
         """How many more calls may start: `limit` minus the calls not finished (performed or waiting for

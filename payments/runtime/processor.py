@@ -261,23 +261,29 @@ class Processor(Generic[S]):
         return {(topic, p): committed.get((topic, p), 0) for topic in self._inputs for p in sorted(owned)}
 
     def close(self) -> None:
-        """Leave the group and flush what is queued. Never raises a Kafka error: close() runs on the way out
-        of run(), often because of a fatal error, and must not replace that error (a fenced producer's
-        flush() raises _FENCED again)."""
+        """Leave the group, flush what is queued, close the stores and the call runner. Never raises: close()
+        runs on the way out of run(), often because of a fatal error, and must not replace that error (a
+        fenced producer's flush() raises _FENCED again). The consumer closes first: leaving the group runs
+        the revoke callback, which hands the revoked calls back to the runner while it still runs."""
         with self.watchdog.guard("close", self.config.call_deadline_s):
             if self._restore is not None:
                 self._restore.close()
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
-            if self._calls is not None:
-                self._calls.close()
-            calls = (("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)))
-            for what, call in calls:
+            steps: tuple[tuple[str, Callable[[], object]], ...] = (
+                ("consumer_close", self.consumer.close), ("producer_flush", lambda: self.producer.flush(5)),
+                ("calls_close", self._calls.close if self._calls is not None else lambda: None),
+                ("stores_close", self._close_stores))
+            for what, call in steps:
                 try:
                     call()
                 except KafkaException as error:  # a fenced or disconnected client: nothing left to save
                     self._log.warning("close_failed", call=what, error=str(error.args[0]))
+                except Exception as error:  # anything else is a bug, logged; the error that ended run() stands
+                    self._log.exception("close_failed", call=what, error=repr(error))
+
+    def _close_stores(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
 
     def state_of(self, key: str) -> S | None:
         """The committed state of `key` if this instance owns it (for inspection and tests)."""

@@ -432,6 +432,21 @@ def test_recovered_calls_beyond_the_limit_wait_unsent_for_a_slot_and_all_complet
         runner.close()
 
 
+def test_a_runner_revoked_after_it_closed_does_not_raise_and_a_processor_closes_its_consumer_first() -> None:
+    runner = CallRunner(SlowPerformer(delay_s=5.0), limit=4, name="t")
+    runner.start(0, "p-1", Call("c-1", "request"), recovered=False)
+    runner.close()
+    runner.revoke([0])  # a consumer closed after the runner runs the revoke callback: nothing to cancel
+    rig = Rig()
+    order: list[str] = []
+    closing_consumer = rig.consumer.close
+    closing_calls = rig.calls.close
+    rig.consumer.close = lambda: (order.append("consumer"), closing_consumer())[1]  # type: ignore[method-assign]
+    rig.calls.close = lambda: (order.append("calls"), closing_calls())[1]  # type: ignore[method-assign]
+    rig.processor.close()
+    assert order == ["consumer", "calls"]
+
+
 def test_a_runner_whose_performer_cannot_open_fails_at_construction() -> None:
     class Broken(SlowPerformer):
         async def open(self) -> None:
