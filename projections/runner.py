@@ -53,7 +53,7 @@ from payments.contracts.messages import Message
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
 from payments.runtime.health import Health, start_lag_probe
-from payments.runtime.reader import end_offsets
+from payments.runtime.reader import end_offsets_asker
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
 from payments.runtime.watchdog import Watchdog
@@ -136,7 +136,7 @@ class ProjectionRunner:
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         # Liveness counts lag: records in Kafka past what the database stored, and no commit, is unhealthy.
         probe_stop = start_lag_probe(self.health, self.config.lag_check_s, self._stored_positions,
-                                     lambda partitions: end_offsets(self._bootstrap_servers, partitions))
+                                     end_offsets_asker(self._bootstrap_servers))
         try:
             while not stop.is_set():
                 self.step()

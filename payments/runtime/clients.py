@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from payments.runtime.config import ProcessorConfig
-from payments.runtime.reader import committed_records, end_offsets, is_stable, topic_id
+from payments.runtime.reader import committed_records, end_offsets, end_offsets_asker, is_stable, topic_id
 from payments.runtime.store import NoStores, StateStores
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
@@ -183,4 +183,4 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "retry.backoff.ms": config.retry_backoff_ms,
     })
     return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection,
-                       stores or NoStores(), lambda partitions: end_offsets(bootstrap_servers, partitions))
+                       stores or NoStores(), end_offsets_asker(bootstrap_servers))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicCollection, TopicPartition
 from confluent_kafka import Message as KafkaRecord
@@ -36,16 +36,17 @@ def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
 
 
 def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bool = False,
-                committed_only: bool = True) -> dict[Partition, int]:
+                committed_only: bool = True, admin: AdminClient | None = None) -> dict[Partition, int]:
     """The end of each partition: the last stable offset (read_committed), or with `committed_only=False`
-    the high watermark; with `earliest=True` its first offset instead.
+    the high watermark; with `earliest=True` its first offset instead. A caller that asks again and again
+    (the lag probe) passes its own `admin`, instead of a client made for each call.
 
     Transient errors (a new topic, a moving leader) are retried with a bound; past it, or for any
     other error, KafkaCallError."""
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
 
@@ -102,6 +103,12 @@ def is_stable(bootstrap: str, partitions: Iterable[Partition]) -> bool:
     """No transaction is open on the partitions now (last stable offset == high watermark)."""
     wanted = list(partitions)
     return end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False)
+
+
+def end_offsets_asker(bootstrap: str) -> Callable[[list[Partition]], dict[Partition, int]]:
+    """`end_offsets` on one AdminClient kept for every call (a lag probe asks every few seconds)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return lambda partitions: end_offsets(bootstrap, partitions, admin=admin)
 
 
 def topic_id(bootstrap: str, topic: str) -> str:

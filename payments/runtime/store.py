@@ -100,7 +100,6 @@ class MemoryStore:
         self.durable = durable
         self.records: dict[bytes, bytes] = {}
         self.saved: StoreCheckpoint | None = None
-        self.writes = 0
 
     def checkpoint(self) -> StoreCheckpoint | None:
         return self.saved
@@ -113,7 +112,6 @@ class MemoryStore:
                 self.records[key] = value
         if checkpoint is not None:
             self.saved = checkpoint
-        self.writes += 1
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         yield from sorted(self.records.items())
