@@ -52,7 +52,7 @@ from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
-from payments.runtime.health import Health, start_lag_probe
+from payments.runtime.health import Health, read_positions, start_lag_probe
 from payments.runtime.reader import end_offsets_asker
 from payments.runtime.records import data_records, headers_of
 from payments.runtime.topics import Topics
@@ -147,7 +147,9 @@ class ProjectionRunner:
             self.close()
 
     def _stored_positions(self) -> dict[tuple[str, int], int]:
-        return {tp: offset or 0 for tp, offset in dict(self._positions).items()}
+        """The stored next offsets, or the consumer's position where it has read further (past the commit
+        marker that ends a partition written in transactions: health.read_positions)."""
+        return read_positions(self.consumer, {tp: offset or 0 for tp, offset in dict(self._positions).items()})
 
     def step(self) -> int:
         with self.watchdog.guard("consume", self.config.db_call_deadline_s + self.config.poll_timeout_ms / 1000):

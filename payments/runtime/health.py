@@ -20,6 +20,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 
 class Health:
     def __init__(self, progress_bound_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -89,12 +91,30 @@ def probe_lag(health: Health, stop: threading.Event, every_s: float, positions: 
     end minus `positions()`, the committed next offsets) into `health`. Asked of the brokers off the main
     loop, so a broker that does not answer delays only this figure; a failed ask keeps the last one."""
     while not stop.wait(every_s):
-        owned = positions()
         try:
+            owned = positions()
             end = ends(list(owned))
-        except Exception:  # noqa: S112 - any failure (a broker away) only delays the figure
+        except Exception:  # noqa: S112 - any failure (a broker away, a consumer being rebuilt) only delays it
             continue
         health.lagging(sum(max(0, offset - owned.get(tp, 0)) for tp, offset in end.items()))
+
+
+def read_positions(consumer: Any, floor: dict[Partition, int]) -> dict[Partition, int]:
+    """For each partition in `floor` (its committed or stored next offset), the consumer's position where it
+    is further. A read_committed consumer's position moves past the commit marker that ends each transaction,
+    which no offset commit covers: the end (last stable offset) of an idle partition written in transactions
+    is one past its committed offset, and only the position shows that nothing is left to read. Where the
+    position cannot be had (not fetched yet, a consumer being rebuilt), the floor stands."""
+    try:
+        read = consumer.position([TopicPartition(topic, p) for topic, p in floor])
+    except Exception:  # noqa: BLE001 - a closed consumer: the committed offsets are still a true lower bound
+        return dict(floor)
+    positions = dict(floor)
+    for tp in read:
+        key = (tp.topic, tp.partition)
+        if key in positions and tp.offset >= 0:
+            positions[key] = max(positions[key], tp.offset)
+    return positions
 
 
 def start_lag_probe(health: Health, every_s: float, positions: Callable[[], dict[Partition, int]],

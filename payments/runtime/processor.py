@@ -54,7 +54,7 @@ from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.deadletter import DeadLetter, reason_code_of
 from payments.runtime.errors import FatalProcessorError, ServiceError
-from payments.runtime.health import Health, start_lag_probe
+from payments.runtime.health import Health, read_positions, start_lag_probe
 from payments.runtime.logic import (
     Calling,
     Completion,
@@ -255,10 +255,15 @@ class Processor(Generic[S]):
         return handled
 
     def _owned_positions(self) -> dict[tuple[str, int], int]:
-        """The committed next offset of every owned, restored input partition (0 when none is committed)."""
+        """How far the loop has read each owned, restored input partition: the consumer's position, or the
+        committed next offset where that is further or the position is not known yet (0 when neither is).
+        The position, not only the committed offset: a partition written in transactions ends with a commit
+        marker, which the consumer reads past but no commit ever covers, so against the committed offset
+        alone an idle partition shows a lag of one for ever (and /healthz would fail an idle service)."""
         owned = self.state.partitions
         committed = dict(self._committed)
-        return {(topic, p): committed.get((topic, p), 0) for topic in self._inputs for p in sorted(owned)}
+        return read_positions(self.consumer, {(topic, p): committed.get((topic, p), 0)
+                                              for topic in self._inputs for p in sorted(owned)})
 
     def close(self) -> None:
         """Leave the group, flush what is queued, close the stores and the call runner. Never raises: close()

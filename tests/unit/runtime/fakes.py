@@ -147,6 +147,7 @@ class FakeConsumer:
         self.assigned_by_callback = 0
         self.closed = False
         self.stalled = False
+        self.markers = False  # each partition's log ends with a transaction's commit marker, read past at its end
 
     def subscribe(self, topics: list[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
                   on_lost: RebalanceCallback) -> None:
@@ -214,6 +215,19 @@ class FakeConsumer:
         self.failures.check("committed")
         return [TopicPartition(tp.topic, tp.partition, self.broker.group_offsets.get((tp.topic, tp.partition), -1001))
                 for tp in partitions]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The next offset to fetch; with `markers`, one past a partition's end once it is read to the end (a
+        read_committed consumer moves past the commit marker that ends a transaction)."""
+        if self.closed:
+            raise RuntimeError("Consumer closed")
+        out = []
+        for tp in partitions:
+            position = self.positions.get((tp.topic, tp.partition), -1001)
+            end = len(self.broker.logs.get((tp.topic, tp.partition), []))
+            out.append(TopicPartition(tp.topic, tp.partition, position + 1 if self.markers and 0 < end == position
+                                      else position))
+        return out
 
     def consumer_group_metadata(self) -> object:
         return "group-metadata"

@@ -602,3 +602,39 @@ def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_prog
         assert processor.health.alive()[0]
     finally:
         probe_stop.set()
+
+
+def test_an_idle_loop_whose_partitions_end_with_a_commit_marker_stays_healthy_past_the_progress_bound() -> None:
+    """Input written in transactions ends with a commit marker: the end (last stable offset) is one past the
+    committed offset of a partition read to its end. That is not work waiting: an idle service stays alive."""
+    broker = FakeBroker()
+    clients, consumer, _ = fake_clients(broker, TOPICS.changelog("counter"))
+    consumer.markers = True
+    ends = lambda partitions: {tp: len(broker.logs.get(tp, [])) + (1 if broker.logs.get(tp) else 0)  # noqa: E731
+                               for tp in partitions}
+    clients = LoopClients(consumer, clients.producer, clients.changelog, end_offsets=ends)
+    processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i",
+                          config=ProcessorConfig(lag_check_s=0.01, progress_bound_s=0.3), clock=Clock())
+    consumer.subscribe(list(processor._inputs), on_assign=processor._on_assign, on_revoke=processor._on_revoke,
+                       on_lost=processor._on_revoke)
+    restore_assigned(processor)
+    assert clients.end_offsets is not None
+    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, clients.end_offsets)
+    try:
+        rig = Rig.__new__(Rig)
+        rig.broker = broker
+        rig.send(command(), command())
+        for _ in range(2):
+            processor.step()
+        assert any(ends([tp])[tp] > offset for tp, offset in processor._committed.items()), "no marker shown"
+        deadline = time.monotonic() + 1.0  # past the 0.3 s bound, idle, with the probe asking all along
+        while time.monotonic() < deadline:
+            processor.step()
+            assert processor.health.alive()[0], processor.health.alive()[1]
+        consumer.markers = False  # the same lag of one without the position past it: work waiting
+        deadline = time.monotonic() + 5
+        while processor.health.alive()[0]:
+            processor.step()
+            assert time.monotonic() < deadline, "a loop with a record left unread stayed healthy"
+    finally:
+        probe_stop.set()
