@@ -116,6 +116,7 @@ class ProjectionRunner:
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
         self._positions: dict[tuple[str, int], int | None] = {}
+        self._read: dict[tuple[str, int], int] = {}  # the consumer's positions, taken by the loop when idle
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": topics.group(f"projection-{projection.name}"),
@@ -147,9 +148,11 @@ class ProjectionRunner:
             self.close()
 
     def _stored_positions(self) -> dict[tuple[str, int], int]:
-        """The stored next offsets, or the consumer's position where it has read further (past the commit
-        marker that ends a partition written in transactions: health.read_positions)."""
-        return read_positions(self.consumer, {tp: offset or 0 for tp, offset in dict(self._positions).items()})
+        """The stored next offsets, or the consumer's position as the loop last took it when idle where that
+        is further (past the commit marker that ends a partition written in transactions:
+        health.read_positions). Called by the lag probe's thread: it never touches the consumer."""
+        read = dict(self._read)
+        return {tp: max(offset or 0, read.get(tp, 0)) for tp, offset in dict(self._positions).items()}
 
     def step(self) -> int:
         with self.watchdog.guard("consume", self.config.db_call_deadline_s + self.config.poll_timeout_ms / 1000):
@@ -158,6 +161,8 @@ class ProjectionRunner:
         self.health.consumed(len(records))
         if records:
             self._checkpoint(records)
+        else:  # idle: where the consumer stands, for the lag probe
+            self._read = read_positions(self.consumer, {tp: o or 0 for tp, o in self._positions.items()})
         self.health.iterated()
         return len(records)
 
@@ -314,6 +319,9 @@ class ProjectionRunner:
                        partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:  # another instance reads them now: their lag is not this one's
+            self._positions.pop((tp.topic, tp.partition), None)
+            self._read.pop((tp.topic, tp.partition), None)
         self.health.partitions = max(0, self.health.partitions - len(partitions))
 
     def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:

@@ -191,6 +191,7 @@ class Processor(Generic[S]):
                                                            cached=self.config.state_cache_keys)
         self._encoded: dict[Key, bytes] = {}  # this checkpoint's snapshots, kept as the state's bytes
         self._committed: dict[tuple[str, int], int] = {}  # next offset to read, as committed
+        self._read: dict[tuple[str, int], int] = {}  # the consumer's positions, taken by the loop when idle
         self._poison: dict[Position, DeadLetter] = {}  # input records to dead-letter instead of deciding
         self._isolate: dict[tuple[str, int], int] = {}  # one record per transaction below these offsets
         self._restore: _Restore | None = None  # partitions assigned, paused until their state is restored
@@ -247,6 +248,9 @@ class Processor(Generic[S]):
         elif self._calls is not None:
             self._completions.extend(self._calls.take())
         self.health.consumed(len(records))
+        if take and not records and self._restore is None:  # idle: where the consumer stands, for the lag probe
+            self._read = read_positions(self.consumer, {(topic, p): self._committed.get((topic, p), 0)
+                                                        for topic in self._inputs for p in self.state.partitions})
         now = self.clock()
         due = self.state.pop_due(now, self.config.batch_records_max)
         busy = records or due or self._due_completions(now)
@@ -255,15 +259,13 @@ class Processor(Generic[S]):
         return handled
 
     def _owned_positions(self) -> dict[tuple[str, int], int]:
-        """How far the loop has read each owned, restored input partition: the consumer's position, or the
-        committed next offset where that is further or the position is not known yet (0 when neither is).
-        The position, not only the committed offset: a partition written in transactions ends with a commit
-        marker, which the consumer reads past but no commit ever covers, so against the committed offset
-        alone an idle partition shows a lag of one for ever (and /healthz would fail an idle service)."""
-        owned = self.state.partitions
-        committed = dict(self._committed)
-        return read_positions(self.consumer, {(topic, p): committed.get((topic, p), 0)
-                                              for topic in self._inputs for p in sorted(owned)})
+        """How far the loop has read each owned, restored input partition: the committed next offset, or the
+        consumer's position as the loop last took it when idle, where that is further (0 when neither is
+        known). Called by the lag probe's thread: it reads what the loop recorded, never the consumer."""
+        owned = sorted(self.state.partitions)
+        committed, read = dict(self._committed), dict(self._read)
+        return {(topic, p): max(committed.get((topic, p), 0), read.get((topic, p), 0))
+                for topic in self._inputs for p in owned}
 
     def close(self) -> None:
         """Leave the group, flush what is queued, close the stores and the call runner. Never raises: close()
@@ -964,6 +966,7 @@ class Processor(Generic[S]):
         for tp in partitions:
             self.state.revoke(tp.partition)
             self._committed.pop((tp.topic, tp.partition), None)
+            self._read.pop((tp.topic, tp.partition), None)
             self._isolate.pop((tp.topic, tp.partition), None)
         self._poison = {p: d for p, d in self._poison.items() if (p[0], p[1]) in self._committed}
         self.health.partitions = len(self.state.partitions)
