@@ -56,8 +56,9 @@ stack-up: $(STAMP) ## Start the local Kafka + PostgreSQL stack (idempotent)
 stack-down: $(STAMP) ## Stop the local stack
 	$(BIN)/payments stack down
 
-bench: $(STAMP) ## Throughput and latency on the local stack at partner latencies 1 and 200 ms (prints figures)
-	$(BIN)/python benchmarks/e2e_throughput.py --payments $${PAYMENTS:-4000}
+bench: $(STAMP) ## The whole pipeline: max rate, open-loop latency sweep, profiles, the exactly-once hop vs ceiling and Quix Streams peer; then the partner gateway (prints figures, writes .bench-results/)
+	$(BIN)/python benchmarks/pipeline.py --payments $${PAYMENTS:-6000} --seconds $${SECONDS_PER_RATE:-20} \
+		--partner-latency $${PARTNER_LATENCY_MS:-1} --profile
 	$(BIN)/python benchmarks/partner_gateway.py --calls $${CALLS:-20000}
 
 bench-state: $(STAMP) ## Restore time, memory and changelog bytes per change with a long history (prints figures)

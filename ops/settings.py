@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     health_port: Annotated[int, Field(ge=0, lt=65536)] = 0  # /healthz and /readyz; 0: not served
     batch_max: Positive = 500
     batch_budget_ms: Positive = 4_000
+    batch_wait_ms: Positive = 25
     projection_batch_max: Positive = 1_000
     # -- the saga and its participants ------------------------------------------------------------
     saga_time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
@@ -145,10 +146,11 @@ class Settings(BaseSettings):
         return serde_for(self.schema_registry_url, schemas_dir=self.schemas_dir)
 
     def processor(self) -> ProcessorConfig:
-        return ProcessorConfig(batch_records_max=self.batch_max, batch_time_budget_ms=self.batch_budget_ms)
+        return ProcessorConfig(batch_records_max=self.batch_max, batch_time_budget_ms=self.batch_budget_ms,
+                               poll_timeout_ms=self.batch_wait_ms)
 
     def runner(self) -> RunnerConfig:
-        return RunnerConfig(batch_records_max=self.projection_batch_max)
+        return RunnerConfig(batch_records_max=self.projection_batch_max, poll_timeout_ms=self.batch_wait_ms)
 
     def saga(self) -> SagaConfig:
         return SagaConfig(time_scale=self.saga_time_scale, partners=self.partner_names(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Final
 
@@ -53,6 +54,7 @@ class Envelope:
     idempotency_key: str | None = None
 
 
+@lru_cache(maxsize=4096)  # the messages of one batch share their decision's time: formatted once
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a `Z` suffix."""
     if moment.tzinfo is None:
