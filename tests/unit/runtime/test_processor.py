@@ -13,8 +13,9 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka import KafkaError
@@ -35,7 +36,7 @@ from payments.runtime.logic import Decision, Incoming, JsonState, Outgoing
 from payments.runtime.processor import Processor
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, EXIT_REBUILDS_EXHAUSTED, run_until_stopped
 from payments.runtime.topics import Topics
-from tests.unit.runtime.fakes import FakeBroker, Stored, fake_clients, kafka_error, restore_assigned
+from tests.unit.runtime.fakes import FakeBroker, FakeConsumer, Stored, fake_clients, kafka_error, restore_assigned
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 TOPICS = Topics("t.")
@@ -570,18 +571,31 @@ def _payment_ids(rig: Rig) -> list[str]:
     return [r.key.decode() for r in rig.broker.records(TOPICS.commands) if r.key is not None]
 
 
-def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_progress_bound() -> None:
+EndOffsets = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
+
+
+def _probed(*, markers: bool) -> tuple[FakeBroker, FakeConsumer, Processor[Any], EndOffsets]:
+    """A restored processor with a short progress bound, and the ends of its input partitions: with
+    `markers`, each non-empty partition ends one past its last record (a transaction's commit marker)."""
     broker = FakeBroker()
     clients, consumer, _ = fake_clients(broker, TOPICS.changelog("counter"))
-    ends = lambda partitions: {tp: len(broker.logs.get(tp, [])) for tp in partitions}  # noqa: E731
+    consumer.markers = markers
+
+    def ends(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: len(broker.logs.get(tp, [])) + (1 if markers and broker.logs.get(tp) else 0) for tp in partitions}
+
     clients = LoopClients(consumer, clients.producer, clients.changelog, end_offsets=ends)
     processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i",
                           config=ProcessorConfig(lag_check_s=0.01, progress_bound_s=0.3), clock=Clock())
     consumer.subscribe(list(processor._inputs), on_assign=processor._on_assign, on_revoke=processor._on_revoke,
                        on_lost=processor._on_revoke)
     restore_assigned(processor)
-    assert clients.end_offsets is not None
-    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, clients.end_offsets)
+    return broker, consumer, processor, ends
+
+
+def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_progress_bound() -> None:
+    broker, consumer, processor, ends = _probed(markers=False)
+    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, ends)
     try:
         rig = Rig.__new__(Rig)
         rig.broker = broker
@@ -607,19 +621,8 @@ def test_a_loop_whose_fetcher_stalls_with_lag_reports_lost_health_after_the_prog
 def test_an_idle_loop_whose_partitions_end_with_a_commit_marker_stays_healthy_past_the_progress_bound() -> None:
     """Input written in transactions ends with a commit marker: the end (last stable offset) is one past the
     committed offset of a partition read to its end. That is not work waiting: an idle service stays alive."""
-    broker = FakeBroker()
-    clients, consumer, _ = fake_clients(broker, TOPICS.changelog("counter"))
-    consumer.markers = True
-    ends = lambda partitions: {tp: len(broker.logs.get(tp, [])) + (1 if broker.logs.get(tp) else 0)  # noqa: E731
-                               for tp in partitions}
-    clients = LoopClients(consumer, clients.producer, clients.changelog, end_offsets=ends)
-    processor = Processor(CountingLogic(), clients=clients, topics=TOPICS, serde=SERDE, instance_id="i",
-                          config=ProcessorConfig(lag_check_s=0.01, progress_bound_s=0.3), clock=Clock())
-    consumer.subscribe(list(processor._inputs), on_assign=processor._on_assign, on_revoke=processor._on_revoke,
-                       on_lost=processor._on_revoke)
-    restore_assigned(processor)
-    assert clients.end_offsets is not None
-    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, clients.end_offsets)
+    broker, consumer, processor, ends = _probed(markers=True)
+    probe_stop = start_lag_probe(processor.health, 0.01, processor._owned_positions, ends)
     try:
         rig = Rig.__new__(Rig)
         rig.broker = broker
