@@ -182,12 +182,15 @@ class LagSampler:
                                               "group.id": topics.group(name), "enable.auto.commit": False})
             committed = self.askers[name].committed(tps, timeout=10)
             lag[name] = sum(max(0, ends[(tp.topic, tp.partition)] - max(tp.offset, 0)) for tp in committed)
+        # The ends before the positions, as for the services above: read the other way round, whatever
+        # was written while the ends were being asked for would count as lag.
+        parts = {name: [(topics.name(t), p) for t in spec.projection().topics for p in range(n)]
+                 for name, spec in PROJECTIONS.items()}
+        theirs = end_offsets(settings.bootstrap_servers, [tp for tps in parts.values() for tp in tps], admin=self.admin)
         stored = conn.execute("SELECT projection, topic, partition, next_offset FROM projection_offsets").fetchall()
-        for name, spec in PROJECTIONS.items():
+        for name, tps in parts.items():
             mine = {(str(t), int(p)): int(o) for proj, t, p, o in stored if proj == name}
-            parts = [(topics.name(t), p) for t in spec.projection().topics for p in range(n)]
-            theirs = end_offsets(settings.bootstrap_servers, parts, admin=self.admin)
-            lag[f"projection-{name}"] = sum(max(0, theirs[tp] - mine.get(tp, 0)) for tp in parts)
+            lag[f"projection-{name}"] = sum(max(0, theirs[tp] - mine.get(tp, 0)) for tp in tps)
         return lag
 
 
