@@ -265,12 +265,18 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         figure.savefig(out / "latency_vs_rate.png", dpi=120)
         plt.close(figure)
         written.append("latency_vs_rate.png")
-    series = results["max"]["visible_per_half_s"]
+    series = dict(map(tuple, results["max"]["visible_per_half_s"]))
     if series:
         figure, axes = plt.subplots(figsize=(7, 4))
-        axes.plot([t for t, _ in series], [n * 2 for _, n in series])
+        times = [i / 2 for i in range(int(max(series) * 2) + 2)]  # every half second, empty ones too
+        counts = [series.get(t, 0) for t in times]
+        axes.step(times, [n * 2 for n in counts], where="post", label="payments/s (half-second bins)")
         axes.set_xlabel("seconds since the first publish")
         axes.set_ylabel("payments/s visible in status + ledger")
+        total = axes.twinx()
+        running = [sum(counts[: i + 1]) for i in range(len(counts))]
+        total.plot(times, running, color="grey", linestyle="--", label="visible so far")
+        total.set_ylabel("payments visible so far")
         axes.grid(True, alpha=0.3)
         axes.set_title(f"max rate, {results['max']['published']} payments at once", fontsize=9)
         figure.tight_layout()
