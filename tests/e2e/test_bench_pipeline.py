@@ -23,16 +23,16 @@ def test_the_pipeline_benchmark_sees_every_payment_settle_and_writes_its_figures
         kafka_bootstrap: str, postgres_server_url: str, tmp_path: Path) -> None:
     results = tmp_path / "results"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": postgres_server_url}
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--payments", "60", "--warmup", "0",
-                          "--fractions", "0.5", "--seconds", "2", "--hops", "--results", str(results),
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--payments", "30", "--warmup", "0",
+                          "--fractions", "0.5", "--seconds", "1", "--hops", "--results", str(results),
                           "--timeout-s", "120"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads((results / "results.json").read_text())
     burst = figures["max"]
-    assert burst["published"] == 60 and not burst["timed_out"]
-    assert burst["outcomes"] == {"SETTLED": 60}
-    assert burst["settlement_events"] == burst["status_final"] == burst["ledger_settled"] == 60
+    assert burst["published"] == 30 and not burst["timed_out"]
+    assert burst["outcomes"] == {"SETTLED": 30}
+    assert burst["settlement_events"] == burst["status_final"] == burst["ledger_settled"] == 30
     assert burst["rate_per_s"] > 0 and burst["drain_per_s"] >= 0 and burst["kafka_offsets_per_payment"] > 1
     assert burst["pg_transactions_per_payment"] > 0
     assert figures["conditions"]["processes"] == ["-".join(args) for args in process_args()]

@@ -133,11 +133,12 @@ def test_projection_killed_mid_run_restarts_without_duplicates_or_gaps(
             assert process.stop() == 0, process.log_tail()
 
     # Small batches so the kill lands between and inside many database transactions.
-    small_batches = {"PAYMENTS_PROJECTION_BATCH_MAX": "7"}
+    small_batches = {"PAYMENTS_PROJECTION_BATCH_MAX": "2"}
     projection = service(["projection", "payment_status"], bootstrap=kafka_bootstrap,
                                 database_url=database_url, topics=topics, log_dir=tmp_path,
                                 extra_env=small_batches).start()
-    wait_for(lambda: _count(database_url, "SELECT count(*) FROM payment_timeline") >= 50, 60, "some progress")
+    wait_for(lambda: _count(database_url, "SELECT count(*) FROM payment_timeline") >= 50, 60, "some progress",
+             interval_s=0.01)  # the kill must land before the 200 batches are done
     projection.kill()
     partial = _count(database_url, "SELECT count(*) FROM payment_timeline")
     assert partial < 400, "the kill should land mid-run; make batches smaller if this fails"
