@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from payments.runtime.config import ProcessorConfig
 from payments.runtime.reader import committed_records, end_offsets, end_offsets_asker, is_stable, topic_id
@@ -123,21 +124,34 @@ class LoopClients:
 
 
 class KafkaChangelogReader:
+    """One AdminClient for all its questions. A restore asks `is_stable` at every loop step while a
+    transaction is open on the changelog (up to twice the transaction timeout); with a client made for
+    each question, a service restoring through a broker outage made about 80 clients a second, each
+    with its threads and its connections to every broker (seen in the chaos run: the busy services
+    starved a restarting broker of CPU for minutes)."""
+
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
+        self._admin: AdminClient | None = None
+
+    @property
+    def admin(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        return self._admin
 
     def is_stable(self, partitions: Sequence[int]) -> bool:
-        return is_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions])
+        return is_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions], admin=self.admin)
 
     def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         wanted = [(self.topic, p) for p in partitions]
-        earliest = end_offsets(self.bootstrap_servers, wanted, earliest=True)
-        ends = end_offsets(self.bootstrap_servers, wanted)
+        earliest = end_offsets(self.bootstrap_servers, wanted, earliest=True, admin=self.admin)
+        ends = end_offsets(self.bootstrap_servers, wanted, admin=self.admin)
         return {p: (earliest[(self.topic, p)], ends[(self.topic, p)]) for p in partitions}
 
     def topic_id(self) -> str:
-        return topic_id(self.bootstrap_servers, self.topic)
+        return topic_id(self.bootstrap_servers, self.topic, admin=self.admin)
 
     def read(self, partitions: Sequence[int], timeout_s: float, *, starts: dict[int, int] | None = None,
              ends: dict[int, int] | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:

@@ -45,6 +45,9 @@ class ProcessorConfig:
     watchdog_margin_s: float = 10.0
     progress_bound_s: float = 60.0  # /healthz turns unhealthy after this long without progress
     lag_check_s: float = 5.0  # how often a background thread asks the brokers for the input lag (/healthz)
+    # How often a restore asks whether a transaction is still open on its changelog (two ListOffsets round
+    # trips); the loop steps every batch wait, far more often than that needs asking.
+    stable_ask_interval_ms: int = 200
 
     @property
     def call_deadline_s(self) -> float:

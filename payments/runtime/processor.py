@@ -126,6 +126,7 @@ class _Restore:
     read: dict[int, list[Record]] = field(default_factory=dict)  # read this slice, not in the store yet
     records: int = 0
     reported: float = 0.0
+    stable_asked: float = 0.0  # when the `stable` phase last asked the brokers (monotonic)
 
     def close(self, *, stores: bool = True) -> None:
         if self.reader is not None:
@@ -799,7 +800,13 @@ class Processor(Generic[S]):
                        seconds=round(time.monotonic() - job.started, 3))
 
     def _changelog_stable(self, job: _Restore, elapsed: float) -> bool:
-        """True (and on to the `local` phase) once no transaction is open on the job's changelog partitions."""
+        """True (and on to the `local` phase) once no transaction is open on the job's changelog partitions.
+        Asked at most every `stable_ask_interval_ms`: the loop steps every batch wait, and each question is
+        two ListOffsets round trips to the leaders."""
+        now = time.monotonic()
+        if now - job.stable_asked < self.config.stable_ask_interval_ms / 1000:
+            return False
+        job.stable_asked = now
         if self._changelog_reader.is_stable(job.partitions):
             job.phase = "local"
         elif elapsed > 2 * self.config.transaction_timeout_ms / 1000:

@@ -99,10 +99,13 @@ def committed_records(
         consumer.close()
 
 
-def is_stable(bootstrap: str, partitions: Iterable[Partition]) -> bool:
-    """No transaction is open on the partitions now (last stable offset == high watermark)."""
+def is_stable(bootstrap: str, partitions: Iterable[Partition], *, admin: AdminClient | None = None) -> bool:
+    """No transaction is open on the partitions now (last stable offset == high watermark). A caller that
+    asks again and again passes its own `admin`."""
     wanted = list(partitions)
-    return end_offsets(bootstrap, wanted) == end_offsets(bootstrap, wanted, committed_only=False)
+    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
+    return (end_offsets(bootstrap, wanted, admin=admin)
+            == end_offsets(bootstrap, wanted, committed_only=False, admin=admin))
 
 
 def end_offsets_asker(bootstrap: str) -> Callable[[list[Partition]], dict[Partition, int]]:
@@ -111,9 +114,9 @@ def end_offsets_asker(bootstrap: str) -> Callable[[list[Partition]], dict[Partit
     return lambda partitions: end_offsets(bootstrap, partitions, admin=admin)
 
 
-def topic_id(bootstrap: str, topic: str) -> str:
+def topic_id(bootstrap: str, topic: str, *, admin: AdminClient | None = None) -> str:
     """The id Kafka gave `topic` when it was created (KafkaCallError if it cannot be had)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
 
     def describe() -> str:
         futures = admin.describe_topics(TopicCollection([topic]), request_timeout=30)

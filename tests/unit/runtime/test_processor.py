@@ -367,7 +367,7 @@ def test_a_long_restore_runs_in_slices_of_the_main_loop_with_the_partitions_paus
 
 
 def test_the_restore_waits_for_a_stable_changelog_and_retries_committed_offsets_without_dying() -> None:
-    rig, ids = _restarted_with_history(10, ProcessorConfig())
+    rig, ids = _restarted_with_history(10, ProcessorConfig(stable_ask_interval_ms=0))
     rig.changelog.unstable_checks = 3  # a previous owner's transaction is still open for three steps
     rig.consumer.failures.add("committed", kafka_error(code=KafkaError._TIMED_OUT), times=2)
     for _ in range(5):  # 1 assigns, 2 and 3 time out on the committed offsets, then 3 unstable checks
@@ -376,6 +376,18 @@ def test_the_restore_waits_for_a_stable_changelog_and_retries_committed_offsets_
     rig.drain(3)
     assert rig.processor._restore is None and rig.changelog.reads == 1
     assert all(rig.processor.state_of(pid) == Seen(count=1) for pid in ids)
+
+
+def test_a_restore_waiting_for_a_stable_changelog_asks_the_brokers_at_most_every_interval() -> None:
+    rig, _ = _restarted_with_history(10, ProcessorConfig(stable_ask_interval_ms=200))
+    rig.changelog.unstable_checks = 1_000  # a previous owner's transaction stays open
+    started = time.monotonic()
+    for _ in range(200):  # the loop steps far more often than it needs to ask
+        rig.processor.step()
+        time.sleep(0.002)
+    elapsed = time.monotonic() - started
+    assert rig.processor._restore is not None and rig.processor._restore.phase == "stable"
+    assert 1 <= rig.changelog.stable_checks <= elapsed / 0.2 + 1, (rig.changelog.stable_checks, elapsed)
 
 
 def test_a_restore_past_its_timeout_is_fatal() -> None:
