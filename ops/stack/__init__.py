@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ops.errors import StackError
 from ops.settings import Settings
-from ops.stack.kafka import KafkaNode, fetch_kafka
+from ops.stack.kafka import KafkaCluster, KafkaNode, fetch_kafka
 from ops.stack.postgres import PostgresNode
 
-__all__ = ["KafkaNode", "LocalStack", "PostgresNode", "StackError", "fetch_kafka"]
+__all__ = ["KafkaCluster", "KafkaNode", "LocalStack", "PostgresNode", "StackError", "fetch_kafka"]
 
 
 @dataclass(frozen=True)

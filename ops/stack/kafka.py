@@ -8,15 +8,20 @@ Contract:
   answers metadata requests. Calling it while the node runs is a no-op; after a crash (stale pid
   file) it starts the node again on the same log directory, which Kafka recovers.
 - `KafkaNode.stop()` sends SIGTERM (controlled shutdown) and escalates to SIGKILL after a bound.
+- `KafkaCluster` runs several such nodes as one KRaft cluster (every node a broker and a voter),
+  formatted with one cluster id, with replication factor `size` and `min.insync.replicas` size - 1
+  for every topic and internal topic: the chaos run's cluster (tests/chaos), where a broker dies.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +118,13 @@ class KafkaNode:
     controller_port: int = 19093
     partitions_default: int = 4
     jar_cache: Path | None = None  # default: default_cache_dir()
+    # A member of a KafkaCluster: its node id, every voter ("1@host:port,..."), the cluster id to format with,
+    # and the replication of every topic. The defaults are the single node.
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replicas: int = 1
+    jvm_options: tuple[str, ...] = (JVM_HEAP,)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -131,23 +143,30 @@ class KafkaNode:
         return None if process is None else int(process.pid)
 
     def start(self) -> None:
+        self.wait_ready(self.spawn())
+
+    def spawn(self) -> subprocess.Popen[bytes] | None:
+        """Start the JVM without waiting for it to answer (None: it runs already). A cluster's nodes are all
+        spawned first: none answers before a majority of the voters runs."""
         if self.is_running():
-            wait_until(self._answers, START_TIMEOUT_S, "Kafka to answer metadata requests")
-            return
+            return None
         libs = fetch_kafka(self.jar_cache)
         self.home.mkdir(parents=True, exist_ok=True)
         props = self._write_config()
-        java = ["java", JVM_HEAP, "-cp", f"{libs}/*",
+        java = ["java", *self.jvm_options, "-cp", f"{libs}/*",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}"]
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().hex[:22]
+            cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
             subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                             "--ignore-formatted"],
                            check=True, capture_output=True, timeout=120)
-        child = self._handle.spawn([*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)], log=self.home / "kafka.log")
+        return self._handle.spawn([*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)], log=self.home / "kafka.log")
+
+    def wait_ready(self, child: subprocess.Popen[bytes] | None = None) -> None:
+        """Wait until the node answers metadata requests (or `child`, the JVM just spawned, exits)."""
         try:
             wait_until(self._answers, START_TIMEOUT_S, "Kafka to answer metadata requests",
-                       abort_if=lambda: child.poll() is not None)
+                       abort_if=None if child is None else (lambda: child.poll() is not None))
         except StackError as error:
             raise StackError(f"{error}; see {self.home / 'kafka.log'}:\n{self._log_tail()}") from error
 
@@ -177,10 +196,11 @@ class KafkaNode:
     def _write_config(self) -> Path:
         (self.home / "log4j2.yaml").write_text(_LOG4J2)
         props = self.home / "server.properties"
+        replicas, min_isr = self.replicas, max(1, self.replicas - 1)
         props.write_text("\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.voters or f'{self.node_id}@127.0.0.1:{self.controller_port}'}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names=CONTROLLER",
@@ -188,14 +208,18 @@ class KafkaNode:
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={self.partitions_default}",
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor=1",
+            # Every topic, internal ones included, on `replicas` nodes; a write (acks=all) needs all but one of
+            # them in sync. One node: a single replica. Three: a write survives one node lost.
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            "unclean.leader.election.enable=false",
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
             "transaction.state.log.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             # Tests and the demo start consumers right away: no initial rebalance delay.
             "group.initial.rebalance.delay.ms=0",
             # Topics are declared by the project (payments.runtime.topics), never created by accident.
@@ -205,3 +229,53 @@ class KafkaNode:
         ]))
         return props
 
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """`size` KRaft nodes, each a broker and a controller voter, under `home/node-<id>`; every topic has
+    `size` replicas and `min.insync.replicas` size - 1. Ports are given per node (broker, controller)."""
+
+    home: Path
+    ports: tuple[tuple[int, int], ...]  # (broker port, controller port) per node, node ids from 1
+    jar_cache: Path | None = None
+    # C1 only: a node (re)started on a busy machine is serving again sooner, without C2's compile threads.
+    jvm_options: tuple[str, ...] = ("-Xmx512m", "-XX:TieredStopAtLevel=1")
+
+    @property
+    def nodes(self) -> list[KafkaNode]:
+        voters = ",".join(f"{i}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(self.ports, start=1))
+        cluster_id = self._cluster_id()
+        return [KafkaNode(self.home / f"node-{i}", port=port, controller_port=controller, jar_cache=self.jar_cache,
+                          node_id=i, voters=voters, cluster_id=cluster_id, replicas=len(self.ports),
+                          jvm_options=self.jvm_options)
+                for i, (port, controller) in enumerate(self.ports, start=1)]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def node(self, node_id: int) -> KafkaNode:
+        return self.nodes[node_id - 1]
+
+    def start(self) -> None:
+        """Spawn every node, then wait for each to answer (none does before a majority of voters runs)."""
+        spawned = [(node, node.spawn()) for node in self.nodes]
+        for node, child in spawned:
+            node.wait_ready(child)
+
+    def stop(self) -> None:
+        """Every node at once (a controlled shutdown each, SIGKILL past its bound)."""
+        stopping = [threading.Thread(target=node.stop) for node in self.nodes]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
+
+    def _cluster_id(self) -> str:
+        """One id for every node, kept beside them so a restarted cluster keeps it."""
+        path = self.home / "cluster.id"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        return path.read_text().strip()
