@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,8 +37,10 @@ class ServiceProcess:
     """One service process with its own log file; it can be stopped cleanly or SIGKILLed."""
 
     def __init__(self, args: list[str], *, log_dir: Path, env: dict[str, str] | None = None,
-                 instance_id: str = "0", health_port: int = 0) -> None:
+                 instance_id: str = "0", health_port: int = 0, niceness: int = 0) -> None:
         self.args = args
+        self.niceness = niceness  # added to the process's nice value (the chaos run: brokers have their own cores)
+        self.instance_id = instance_id
         self.health_port = health_port
         self.env = {**os.environ, "PAYMENTS_INSTANCE_ID": instance_id, **(env or {})}
         if health_port:
@@ -47,11 +50,24 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._started_at_byte = 0  # where this run's lines begin in the log (a restart appends to it)
 
+    @property
+    def name(self) -> str:
+        """`payments run` args, e.g. "projection ledger", with `#<instance id>` unless it is the default "0"."""
+        label = " ".join(self.args)
+        return label if self.instance_id == "0" else f"{label}#{self.instance_id}"
+
     def start(self) -> ServiceProcess:
         self._started_at_byte = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen([sys.executable, "-m", "ops.cli", "run", *self.args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            nice = ["nice", "-n", str(self.niceness)] if self.niceness else []  # nice execs: the pid stays the same
+            # A niced process gets a session, hence (with CONFIG_SCHED_AUTOGROUP) a scheduling group, of its own:
+            # the kernel shares the CPU between groups first, so a nice value alone would not reach past them.
+            self.process = subprocess.Popen([*nice, sys.executable, "-m", "ops.cli", "run", *self.args], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=bool(self.niceness))
+        if self.niceness:
+            with contextlib.suppress(OSError):  # no autogroups on this kernel: `nice` is all there is
+                Path(f"/proc/{self.process.pid}/autogroup").write_text(f"{self.niceness}\n")
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> ServiceProcess:
@@ -142,11 +158,12 @@ class Supervisor:
         return [code for _, code in self.exits]
 
     def stop(self) -> dict[str, int]:
-        """Stop watching, then stop every service (SIGTERM); their exit codes, by `payments run` args."""
+        """Stop watching, then stop every service (SIGTERM); their exit codes, by `payments run` args (and
+        `#instance` when two instances run the same args)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(10)
-        return {" ".join(service.args): service.stop() for service in self.services}
+        return {service.name: service.stop() for service in self.services}
 
     def _watch(self) -> None:
         while not self._stopping.wait(self.check_interval_s):
