@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e faults test demo stack-up stack-down bench bench-state clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos test demo stack-up stack-down bench bench-state clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -43,9 +43,13 @@ faults: $(STAMP) ## Broker and database faults while payments flow, longer than 
 	PAYMENTS_FAULT_PAYMENTS=$${PAYMENTS:-600} PAYMENTS_FAULT_SECONDS=$${SECONDS_OF_TRAFFIC:-30} \
 		$(BIN)/pytest tests/faults -q -s $(PYTEST_ARGS)
 
-test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests)
+chaos: $(STAMP) ## Seeded chaos on a 3-broker cluster: 20,000 payments, >= 50 process kills, broker, PostgreSQL and partner faults; prints the table (SEED, PAYMENTS, RATE)
 	$(BIN)/payments stack fetch
-	$(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m tests.chaos --seed $${SEED:-1} --payments $${PAYMENTS:-20000} --rate $${RATE:-60} $(CHAOS_ARGS)
+
+test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests; the short chaos run, not make faults)
+	$(BIN)/payments stack fetch
+	$(BIN)/pytest -q --durations=25 -m "not faults" $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Bring the stack up, run the services, publish sample payments, report, shut down
 	$(BIN)/payments demo

@@ -78,12 +78,14 @@ class Record:
     headers: list[tuple[str, bytes]]
     partition: int
     offset: int
+    timestamp_ms: int = 0
 
 
 def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
     """Every committed record of `topic`, read_committed, from the beginning to the current end."""
     records = committed_records(bootstrap, partitions_of(bootstrap, [topic]), timeout_s=timeout_s)
-    return [Record(r.key(), r.value(), headers_of(r), r.partition() or 0, r.offset() or 0) for r in records]
+    return [Record(r.key(), r.value(), headers_of(r), r.partition() or 0, r.offset() or 0, r.timestamp()[1])
+            for r in records]
 
 
 def wait_for_records(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[Record]:

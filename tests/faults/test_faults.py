@@ -8,8 +8,9 @@ event lost or doubled, one settlement event per settled payment, no funds left h
 is alive and reports progress, and each exit the supervisor saw is a documented one (the watchdog's
 among them, counted).
 
-The short version runs in `make test`; `make faults` runs it with more payments
-(PAYMENTS_FAULT_PAYMENTS, PAYMENTS_FAULT_SECONDS).
+`make faults` runs these (PAYMENTS_FAULT_PAYMENTS, PAYMENTS_FAULT_SECONDS); `make test` leaves them out
+(`-m "not faults"`): its short chaos run (tests/chaos) strikes every one of these faults, on three
+brokers, in one run.
 """
 
 from __future__ import annotations
