@@ -24,7 +24,7 @@ def test_a_short_seeded_chaos_run_loses_duplicates_and_unbalances_nothing(tmp_pa
     seed = int(os.environ.get("PAYMENTS_CHAOS_SEED", "11"))
     config = ChaosConfig(seed=seed, payments=320, rate=8.0, counts=FaultCounts(
         process_kills=6, leader_kills=1, broker_stalls=1, postgres_stalls=1, postgres_restarts=1, partner_outages=1),
-        out_dir=tmp_path / "chaos")
+        quiescence_timeout_s=300, out_dir=tmp_path / "chaos")
     report = run(config, log=lambda line: sys.stderr.write(line + "\n"))
     sys.stderr.write("\n" + report.table() + "\n")
     assert report.ok, report.table()
