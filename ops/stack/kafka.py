@@ -277,5 +277,8 @@ class KafkaCluster:
         path = self.home / "cluster.id"
         if not path.exists():
             self.home.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # StorageTool would read "-t -x..." as an option (so does Kafka's Uuid)
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            path.write_text(cluster_id + "\n")
         return path.read_text().strip()
