@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from intake.errors import HeldCommandError
 from intake.scope import has_usable_key, request_hash, scope_key
@@ -31,7 +31,7 @@ from payments.contracts.envelope import Envelope
 from payments.contracts.intake import DuplicateCommand, KeyClaim, KeyClaimResult
 from payments.contracts.messages import MESSAGE_TYPES, Message
 from payments.contracts.topics import ADMITTED, INTAKE_CLAIM_RESULTS, INTAKE_CLAIMS, INTAKE_COMMANDS
-from payments.runtime.logic import Decision, Incoming, InputRejected, JsonState, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Decision, Incoming, InputRejected, JsonState, Outgoing
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class GateConfig:
 class Held(BaseModel):
     """A command as the gate received it: the model (as JSON) and its envelope's attributes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     avro_name: str
     body: str
@@ -73,7 +73,7 @@ class Held(BaseModel):
 
 
 class GateState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     claiming: Held
     claim_sent_at: datetime

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from intake.errors import IntakeConfigError
 from intake.scope import scope_key
@@ -26,7 +26,7 @@ from payments.contracts.envelope import Envelope
 from payments.contracts.intake import KeyClaim, KeyClaimResult
 from payments.contracts.messages import Message
 from payments.contracts.topics import INTAKE_CLAIM_RESULTS, INTAKE_CLAIMS
-from payments.runtime.logic import Decision, Incoming, InputRejected, JsonState, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Decision, Incoming, InputRejected, JsonState, Outgoing
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class IdempotencyConfig:
 class Remembered(BaseModel):
     """The first command claimed under one (source, idempotency key)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     source: str
     idempotency_key: str

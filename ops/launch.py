@@ -19,6 +19,7 @@ from consumers.partner.sim_server import serve as serve_partner
 from ops.registry import PROJECTIONS, SERVICES, SIMULATORS, ServiceSpec, topology
 from ops.settings import Settings
 from payments.observability import configure_logging
+from payments.runtime import metrics
 from payments.runtime.calls import CallRunner
 from payments.runtime.clients import kafka_clients
 from payments.runtime.errors import KafkaCallError, TopologyError
@@ -29,6 +30,8 @@ from payments.runtime.rocks import RocksStores
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, install_signal_handlers, run_until_stopped
 from payments.runtime.topics import ensure_topics, wait_for_kafka
 from payments.runtime.watchdog import Watchdog
+from payments.telemetry import configure_metrics, configure_tracing
+from projections.gauges import LedgerState, OpenPayments
 from projections.migrate import migrate_when_available
 from projections.runner import ProjectionRunner
 
@@ -71,11 +74,14 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
     (`waiting_for_kafka`, `waiting_for_topics`); a topic of the wrong shape (TopologyError) or one Kafka
     refuses to create is EXIT_CONFIG; `stop` meanwhile is EXIT_OK (docs/operations.md, exit codes)."""
     configure_logging(name, settings.log_level)
+    configure_metrics(name, settings.instance_id)
+    configure_tracing(name, settings.instance_id, settings.traces_exporter, settings.traces_sample_ratio)
     stop = threading.Event()
     watchdog = Watchdog(name)
     install_signal_handlers(stop, watchdog)
     watchdog.start()
     health = Health(progress_bound_s)
+    metrics.watch_health(name, health, settings.topics.base)
     if settings.health_port:
         serve_health(health, settings.health_port)
     attempt = 0
@@ -125,6 +131,15 @@ def run_projection(name: str, settings: Settings) -> int:
     if migrate_when_available(settings.database, stop, watchdog=watchdog,
                               call_deadline_s=config.db_call_deadline_s) is None:
         return EXIT_OK
+
+    if name == "payment_status":  # payments in flight and stuck, from the read model it keeps
+        counts = OpenPayments(settings.database, settings.stuck_after_s)
+        metrics.GAUGES.register(metrics.PAYMENTS_IN_FLIGHT, name, counts.in_flight)
+        metrics.GAUGES.register(metrics.PAYMENTS_STUCK, name, counts.stuck)
+    if name == "ledger":  # double entry: every currency nets to 0
+        ledger = LedgerState(settings.database)
+        metrics.GAUGES.register(metrics.LEDGER_NET, name, ledger.net)
+        metrics.GAUGES.register(metrics.LEDGER_UNPOSTED, name, ledger.unposted)
 
     def build() -> ProjectionRunner:
         return ProjectionRunner(spec.projection(), bootstrap_servers=settings.bootstrap_servers,

@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     schemas_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # -- the exactly-once loops -------------------------------------------------------------------
-    health_port: Annotated[int, Field(ge=0, lt=65536)] = 0  # /healthz and /readyz; 0: not served
+    health_port: Annotated[int, Field(ge=0, lt=65536)] = 0  # /healthz, /readyz and /metrics; 0: not served
+    traces_exporter: Literal["none", "console", "otlp"] = "none"  # where spans go (payments.telemetry)
+    traces_sample_ratio: Rate = 1.0  # share of the traces that start in this process that are kept
+    stuck_after_s: Positive = 300  # a payment not terminal and unchanged this long counts as stuck (a metric)
     batch_max: Positive = 500
     batch_budget_ms: Positive = 4_000
     batch_wait_ms: Positive = 25

@@ -17,6 +17,7 @@ from orchestrator.state import RETIRABLE, SagaState, fold, forget_at
 from orchestrator.steps import Draft
 from payments.contracts.commands import CancelPayment, InitiatePayment, RefundPayment
 from payments.contracts.envelope import Envelope
+from payments.contracts.events import PaymentCancelled, PaymentFailed, PaymentRejected, PaymentSettled
 from payments.contracts.intake import DuplicateCommand
 from payments.contracts.messages import Message
 from payments.contracts.participants import (
@@ -37,7 +38,7 @@ from payments.contracts.topics import (
     RISK_COMMANDS,
     RISK_REPLIES,
 )
-from payments.runtime.logic import Decision, Incoming, JsonState
+from payments.runtime.logic import Decision, Incoming, JsonState, Outcome
 
 __all__ = ["OrchestratorLogic", "SagaState", "fold", "request_hash"]
 
@@ -98,6 +99,27 @@ class OrchestratorLogic(JsonState[SagaState]):
                       time_scale=self.config.time_scale)
         timers.fire(draft)
         return draft.decision()
+
+    def outcomes(self, decision: Decision[SagaState]) -> tuple[Outcome, ...]:
+        """The terminal event a decision emitted, if any, as an Outcome for the metrics: a rejection only
+        when it is the payment's own end (its first event), not a refused later command."""
+        found = []
+        state = decision.state
+        for out in decision.outgoing:
+            event = out.message
+            started = state.initiated_at if state is not None else None
+            duration = (event.occurred_at - started).total_seconds() if started is not None and isinstance(
+                event, PaymentSettled | PaymentFailed | PaymentCancelled) else None
+            match event:
+                case PaymentSettled():
+                    found.append(Outcome("SETTLED", "", duration))
+                case PaymentFailed():
+                    found.append(Outcome("FAILED", event.reason_code, duration))
+                case PaymentCancelled():
+                    found.append(Outcome("CANCELLED", "", duration))
+                case PaymentRejected() if event.seq == 1 and event.reason_code != "UNKNOWN_PAYMENT":
+                    found.append(Outcome("REJECTED", event.reason_code, None))
+        return tuple(found)
 
     def next_deadline(self, state: SagaState) -> datetime | None:
         """The awaited step's reply window, or for a finished payment the end of its retention."""

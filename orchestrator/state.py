@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.ids import derived_id
@@ -38,6 +38,7 @@ from payments.contracts.events import (
     SubmittedToPartner,
 )
 from payments.money import Money
+from payments.runtime.logic import STATE_CONFIG
 
 Status = Literal[
     "UNKNOWN",  # only rejections of commands for a payment not initiated yet; still accepts InitiatePayment
@@ -71,7 +72,7 @@ class SagaStateError(OrchestratorError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
 
 class Terms(_Frozen):
@@ -126,6 +127,7 @@ class SagaState(_Frozen):
     # None only in snapshots written before they existed (such a state is never deleted).
     updated_at: datetime | None = None
     settled_at: datetime | None = None
+    initiated_at: datetime | None = None  # PaymentInitiated's time (None in snapshots from before it existed)
 
     @property
     def is_terminal(self) -> bool:
@@ -169,7 +171,8 @@ def _initiated(event: PaymentInitiated, prior: SagaState | None) -> SagaState:
     terms = Terms(payer_account=event.payer_account, payee_account=event.payee_account, amount=event.amount,
                   partner=event.partner, reference=event.reference, idempotency_key=event.idempotency_key,
                   request_hash=event.request_hash)
-    state = SagaState(payment_id=event.payment_id, status="AWAITING_RISK", seq=event.seq, terms=terms)
+    state = SagaState(payment_id=event.payment_id, status="AWAITING_RISK", seq=event.seq, terms=terms,
+                      initiated_at=event.occurred_at)
     return state.model_copy(update={"awaiting": _awaiting(state, "RISK", 1, event.occurred_at)})
 
 

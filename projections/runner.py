@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -44,12 +45,14 @@ import psycopg
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaRecord
+from opentelemetry.trace import SpanKind
 from psycopg.types.json import Jsonb
 
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
+from payments.runtime import metrics, tracing
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
 from payments.runtime.health import Health, read_positions, start_lag_probe
@@ -112,6 +115,11 @@ class ProjectionRunner:
         self._bootstrap_servers = bootstrap_servers
         self._topics = topics
         self._log = log.bind(projection=projection.name)
+        self._labels = {"service": f"projection-{projection.name}"}
+        self._dead_counts: dict[tuple[str, str, str], int] = {}  # this batch's dead letters, recorded once committed
+        self._batch_counts: dict[str, int] = {}  # this batch's records per base topic, the same
+        self._applied_ms = 0  # the newest record timestamp committed (for the lag in seconds)
+        metrics.GAUGES.register(metrics.PROJECTION_LAG_SECONDS, projection.name, self._lag_seconds)
         self._stop = threading.Event()  # run() replaces it; a replay's runner is never stopped this way
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
@@ -185,9 +193,15 @@ class ProjectionRunner:
         while True:
             attempt += 1
             try:
+                self._dead_counts, self._batch_counts = {}, {}
+                started = time.monotonic()
                 with self.watchdog.guard("database_transaction", self.config.db_call_deadline_s):
                     self._apply_batch(records, isolate=isolate)
+                metrics.TRANSACTION_COMMIT.record(time.monotonic() - started, self._labels)
                 self.health.committed()
+                self._record_metrics()
+                if tracing.enabled():
+                    self._trace(records, time.time_ns() - int((time.monotonic() - started) * 1e9))
                 return
             except _PositionMoved as moved:
                 self._log.warning("projection_positions_moved", detail=str(moved))
@@ -213,6 +227,39 @@ class ProjectionRunner:
                 if self._stop.wait(min(0.2 * 2 ** min(attempt, 10), self.config.db_retry_backoff_max_s)):
                     raise FatalProcessorError("stopped while the database was unavailable") from error
 
+    def _record_metrics(self) -> None:
+        """What the committed batch did (counted by _apply_batch), into the metrics."""
+        for topic, count in self._batch_counts.items():
+            metrics.RECORDS_PROCESSED.add(count, {**self._labels, "topic": topic})
+        for (topic, error_class, reason_code), count in self._dead_counts.items():
+            metrics.RECORDS_DEAD_LETTERED.add(count, {**self._labels, "topic": topic, "error_class": error_class,
+                                                      "reason_code": reason_code})
+
+    def _trace(self, records: list[KafkaRecord], started_ns: int) -> None:
+        """One CONSUMER span per committed record, under the record's own context, spanning the PostgreSQL
+        transaction that applied it (a batch holds many payments: each joins its own trace)."""
+        ended_ns = time.time_ns()
+        group = self._topics.group(f"projection-{self.projection.name}")
+        for record in records:
+            traceparent = next((value.decode(errors="replace") for name, value in headers_of(record)
+                                if name == "traceparent"), None)
+            raw_key = record.key()
+            key = raw_key.decode(errors="replace") if raw_key else None
+            attributes = {**tracing.kafka_attributes(  # the projections' topics are keyed by the payment id
+                "process", record.topic() or "", partition=record.partition(), offset=record.offset(), key=key,
+                group=group, payment_id=key),
+                "db.system.name": "postgresql", "db.operation.name": "COMMIT", "db.batch.size": len(records)}
+            span = tracing.TRACER.start_span(f"process {record.topic()}", context=tracing.context_of(traceparent),
+                                             kind=SpanKind.CONSUMER, attributes=attributes,
+                                             start_time=started_ns)
+            span.end(end_time=ended_ns)
+
+    def _lag_seconds(self) -> list[tuple[float, metrics.Labels]]:
+        """How old the newest applied record is while records wait behind it (0 when caught up)."""
+        waiting = sum(self.health.lag_by_partition.values()) > 0
+        age = time.time() - self._applied_ms / 1000 if waiting and self._applied_ms > 0 else 0.0
+        return [(max(0.0, age), self._labels)]
+
     def _apply_batch(self, records: list[KafkaRecord], *, isolate: bool = False) -> None:
         """Steps 2-6 of the module docstring; with `isolate`, each record in its own savepoint."""
         positions: dict[tuple[str, int], int] = {}
@@ -230,6 +277,9 @@ class ProjectionRunner:
                 elif message is not None:
                     decoded.append((message, meta))
                 positions[(topic, partition)] = offset + 1
+                base = self._topics.base(topic)
+                self._batch_counts[base] = self._batch_counts.get(base, 0) + 1
+                self._applied_ms = max(self._applied_ms, meta.timestamp_ms)
             if decoded:
                 self._apply(cur, decoded)
             cur.executemany(
@@ -298,6 +348,8 @@ class ProjectionRunner:
         self._log.warning("projection_dead_letter", error_class=error_class, reason_code=reason_code,
                           topic=meta.topic, partition=meta.partition, offset=meta.offset, reason=reason[:500])
         headers = [[name, value.hex()] for name, value in headers_of(record)]
+        count_key = (self._topics.base(meta.topic), error_class, reason_code)
+        self._dead_counts[count_key] = self._dead_counts.get(count_key, 0) + 1
         cur.execute(
             """INSERT INTO projection_dead_letters (projection, topic, partition, "offset", record_key,
                    record_value, headers, error_class, reason_code, reason)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from consumers.errors import ParticipantError
 from payments.money import Money, MoneyError
+from payments.runtime.logic import STATE_CONFIG
 
 SEED_FILE: Final = "seed-accounts.json"
 # Finished (released/committed) holds and answered command ids are kept this long for idempotent replies.
@@ -48,7 +49,7 @@ class InvalidFundsCommandError(FundsError):
 
 
 class Balance(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     opening: int
     available: int
@@ -57,7 +58,7 @@ class Balance(BaseModel):
 
 
 class Hold(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     payment_id: str
     amount: Money
@@ -68,7 +69,7 @@ class Hold(BaseModel):
 class Account(BaseModel):
     """One account's state: the changelog snapshot of the funds service, keyed by account id."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     account: str
     balances: dict[str, Balance]

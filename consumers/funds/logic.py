@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from consumers.funds.accounts import (
     RETENTION,
@@ -48,7 +48,7 @@ from payments.contracts.participants import (
 )
 from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
-from payments.runtime.logic import Decision, Incoming, InputRejected, JsonState, NoTimers, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Decision, Incoming, InputRejected, JsonState, NoTimers, Outgoing
 
 SERVICE = "funds"
 FundsCommand = ReserveFunds | ReleaseFunds | CommitFunds
@@ -58,7 +58,7 @@ FundsReply = FundsReservationResult | FundsReleaseResult | FundsCommitResult
 class FundsAnswer(BaseModel):
     """A reply already given, by command id, stored so a redelivery repeats it exactly."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     kind: Literal["reserve", "release", "commit"]
     payment_id: str
@@ -69,7 +69,7 @@ class FundsAnswer(BaseModel):
 
 
 class FundsState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     account: Account
     answers: dict[str, FundsAnswer] = {}  # in the order answered

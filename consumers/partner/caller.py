@@ -44,9 +44,11 @@ from consumers.partner.logic import (
     PartnerAnswer,
     PendingCall,
 )
+from payments.runtime import metrics, tracing
 from payments.runtime.logic import Call
 
 log = structlog.get_logger(__name__)
+BREAKER_LEVELS: Final = {"closed": 0, "half_open": 1, "open": 2}  # the breaker-state gauge's values
 
 WAIT_SLICE_S: Final = 1.0  # a waiting call re-checks breaker, throttle and expiry at least this often
 
@@ -120,6 +122,9 @@ class PartnerCaller:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
         self._partners = {name: _Partner(PartnerApi(name, url, self._session), self.config)
                           for name, url in self.config.endpoints.items()}
+        partners = self._partners
+        metrics.GAUGES.register(metrics.BREAKER_STATE, "partner", lambda: [
+            (BREAKER_LEVELS[one.breaker.state], {"partner": name}) for name, one in dict(partners).items()])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -143,9 +148,10 @@ class PartnerCaller:
         self._users[sid] = self._users.get(sid, 0) + 1
         try:
             async with lock:
-                if pending.kind == "query":
-                    return await self._query_call(partner, pending)
-                return await self._submit_call(partner, pending, recovered)
+                with tracing.under(pending.traceparent if tracing.enabled() else None):
+                    if pending.kind == "query":
+                        return await self._query_call(partner, pending)
+                    return await self._submit_call(partner, pending, recovered)
         finally:
             self._users[sid] -= 1
             if not self._users[sid]:
@@ -178,7 +184,7 @@ class PartnerCaller:
         attempt = 0
         while await self._admitted(partner, pending):
             attempt += 1
-            result = await self._attempt(partner, partner.api.submit(
+            result = await self._attempt(partner, "submit", partner.api.submit(
                 pending.submission_id, amount.amount_minor, amount.currency, payer, payee))
             if result.kind == "answer":
                 return self._submit_answer(pending, result)
@@ -205,7 +211,7 @@ class PartnerCaller:
         attempt, seen = 0, False
         while await self._admitted(partner, pending):
             attempt += 1
-            result = await self._attempt(partner, partner.api.query(pending.submission_id))
+            result = await self._attempt(partner, "query", partner.api.query(pending.submission_id))
             if result.kind == "answer":
                 return result
             if result.kind == "not_found":  # after PENDING the partner had it: that is no licence to submit
@@ -220,12 +226,16 @@ class PartnerCaller:
 
     # -- one attempt, and the waits around it -----------------------------------------------------
 
-    async def _attempt(self, partner: _Partner, request: Coroutine[object, object, HttpResult]) -> HttpResult:
+    async def _attempt(self, partner: _Partner, operation: str,
+                       request: Coroutine[object, object, HttpResult]) -> HttpResult:
+        started = time.monotonic()
         try:
             result = await request
         except asyncio.CancelledError:
             partner.breaker.released()
             raise
+        metrics.PARTNER_CALL.record(time.monotonic() - started, {"partner": partner.api.name,
+                                                                 "operation": operation, "result": result.kind})
         verdict = result.breaker_verdict
         if verdict == "success":
             partner.note(partner.breaker.succeeded())

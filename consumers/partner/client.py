@@ -27,8 +27,11 @@ from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 
 from consumers.errors import ParticipantError
+from payments.runtime import tracing
 
 Kind = Literal["answer", "pending", "not_found", "rejected", "throttled", "unavailable", "refused", "unknown"]
 NOT_PROCESSED: Final = frozenset({"throttled", "unavailable", "refused"})
@@ -115,10 +118,24 @@ class PartnerApi:
 
     async def _request(self, method: str, url: str, *, query: bool, headers: dict[str, str] | None = None,
                        json_body: dict[str, Any] | None = None) -> HttpResult:
+        if not tracing.enabled():
+            return await self._exchange(method, url, query=query, headers=headers, json_body=json_body)
+        headers = dict(headers or {})
+        with tracing.http_client(method, url, self.base_url.split("://", 1)[-1].split("/", 1)[0], headers) as span:
+            span.set_attribute("payments.partner", self.name)
+            result = await self._exchange(method, url, query=query, headers=headers, json_body=json_body)
+            span.set_attribute("payments.partner.result", result.kind)
+            if result.kind in ("refused", "unknown"):
+                span.set_status(StatusCode.ERROR, result.detail)
+            return result
+
+    async def _exchange(self, method: str, url: str, *, query: bool, headers: dict[str, str] | None,
+                        json_body: dict[str, Any] | None) -> HttpResult:
         try:
             async with self._session.request(method, url, headers=headers, json=json_body) as response:
                 raw = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")
+                trace.get_current_span().set_attribute("http.response.status_code", status)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             return HttpResult("refused", detail=f"{type(error).__name__}: {error}")  # never left this host
         except (aiohttp.ClientError, TimeoutError) as error:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from consumers.ids import reply_id
 from payments.contracts.envelope import Envelope
@@ -42,7 +42,7 @@ from payments.contracts.participants import (
 )
 from payments.contracts.topics import PARTNER_COMMANDS, PARTNER_REPLIES
 from payments.money import Money
-from payments.runtime.logic import Call, Completion, Decision, Forgets, Incoming, JsonState, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Call, Completion, Decision, Forgets, Incoming, JsonState, Outgoing
 
 SERVICE: Final = "partner"
 ANSWERS_MAX: Final = 64  # per payment: a few submissions and queries at most
@@ -56,7 +56,7 @@ PARTNER_NOT_CONFIGURED: Final = "PARTNER_NOT_CONFIGURED"  # the gateway has no e
 
 
 class PartnerAnswer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     kind: Literal["submit", "query"]
     submission_id: str
@@ -68,7 +68,7 @@ class PartnerAnswer(BaseModel):
 class PendingCall(BaseModel):
     """A call recorded before it goes out: everything needed to make it, or to recover it after a crash."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     kind: Literal["submit", "query"]
     command_id: str
@@ -78,6 +78,7 @@ class PendingCall(BaseModel):
     amount: Money | None = None
     payer_account: str | None = None
     payee_account: str | None = None
+    traceparent: str | None = None  # the asking command's trace context: the call's span joins its trace
 
     def unanswered(self, reason_code: str) -> PartnerAnswer:
         """The answer when nothing was learnt: ERROR for a submission, PENDING for a query."""
@@ -88,7 +89,7 @@ class PendingCall(BaseModel):
 
 
 class PartnerState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     pending: dict[str, PendingCall] = {}
     answers: dict[str, PartnerAnswer] = {}
@@ -112,14 +113,15 @@ def reply_of(payment_id: str, command_id: str, answer: PartnerAnswer) -> Partner
     return PartnerQueryResult.model_validate({**common, "status": answer.code})
 
 
-def pending_call(command: SubmitToPartner | QueryPartnerPayment) -> PendingCall:
+def pending_call(command: SubmitToPartner | QueryPartnerPayment, traceparent: str | None = None) -> PendingCall:
     expires_at = command.expires_at or command.issued_at + DEFAULT_CALL_WINDOW
     if isinstance(command, SubmitToPartner):
         return PendingCall(kind="submit", command_id=command.command_id, submission_id=command.submission_id,
                            partner=command.partner, expires_at=expires_at, amount=command.amount,
-                           payer_account=command.payer_account, payee_account=command.payee_account)
+                           payer_account=command.payer_account, payee_account=command.payee_account,
+                           traceparent=traceparent)
     return PendingCall(kind="query", command_id=command.command_id, submission_id=command.submission_id,
-                       partner=command.partner, expires_at=expires_at)
+                       partner=command.partner, expires_at=expires_at, traceparent=traceparent)
 
 
 class PartnerGatewayLogic(JsonState[PartnerState], Forgets[PartnerState]):
@@ -152,7 +154,7 @@ class PartnerGatewayLogic(JsonState[PartnerState], Forgets[PartnerState]):
                                                reply_of(command.payment_id, command.command_id, answer)),))
         if command.command_id in current.pending:  # the call is out: its answer comes through complete()
             return Decision(current)
-        call = pending_call(command)
+        call = pending_call(command, incoming.envelope.traceparent)
         if now >= call.expires_at:  # the saga stopped waiting for it: never send it now
             return self._answer(current, command.payment_id, command.command_id,
                                 call.unanswered(PARTNER_UNAVAILABLE), now)

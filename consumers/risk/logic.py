@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from consumers.ids import reply_id
 from consumers.risk.scoring import RiskModel, assess, load_model
@@ -24,7 +24,7 @@ from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.contracts.participants import AssessRisk, RiskAssessmentCompleted
 from payments.contracts.topics import RISK_COMMANDS, RISK_REPLIES
-from payments.runtime.logic import Decision, Forgets, Incoming, InputRejected, JsonState, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Decision, Forgets, Incoming, InputRejected, JsonState, Outgoing
 
 SERVICE = "risk"
 ANSWERS_MAX = 64  # per payment; the saga asks a handful of times at most
@@ -32,7 +32,7 @@ RETENTION = timedelta(days=7)
 
 
 class RiskAnswer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     score_bp: int
     decision: RiskDecision
@@ -43,7 +43,7 @@ class RiskAnswer(BaseModel):
 class RiskState(BaseModel):
     """Answers given for one payment, by command id (insertion order = order answered)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     answers: dict[str, RiskAnswer] = {}
     last_at: datetime | None = None  # the last command answered (retention counts from it)

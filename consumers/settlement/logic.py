@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from consumers.ids import derived_event_id
 from payments.contracts.envelope import Envelope
@@ -29,7 +29,7 @@ from payments.contracts.events import PaymentRefunded, PaymentSettled
 from payments.contracts.messages import Message
 from payments.contracts.settlements import SettlementEvent
 from payments.contracts.topics import EVENTS, SETTLEMENTS
-from payments.runtime.logic import Decision, Forgets, Incoming, JsonState, Outgoing
+from payments.runtime.logic import STATE_CONFIG, Decision, Forgets, Incoming, JsonState, Outgoing
 
 SERVICE = "settlement"
 REFUND_WINDOW = timedelta(days=90)  # orchestrator.config.SagaConfig.refund_window: the same setting
@@ -37,7 +37,7 @@ RETENTION = timedelta(days=7)
 
 
 class SettledFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     payer_account: str
     payee_account: str
@@ -46,7 +46,7 @@ class SettledFacts(BaseModel):
 
 
 class SettlementState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STATE_CONFIG
 
     published: tuple[str, ...] = ()  # source event ids already published, in order
     settled: SettledFacts | None = None

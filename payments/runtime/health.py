@@ -7,8 +7,9 @@
   are unhealthy (the watchdog ends the first kind; a supervisor may restart the others).
 - ready (`/readyz`): the loop owns partitions and has restored their state.
 
-Both answer 200 with `{"ok": true, ...}` or 503 with the reason, as JSON. The server runs in a daemon
-thread on `PAYMENTS_HEALTH_PORT` (off when 0); the operations issue adds `/metrics` beside them.
+Both answer 200 with `{"ok": true, ...}` or 503 with the reason, as JSON. `/metrics` serves the
+process's metrics in Prometheus' text format (payments.telemetry, payments.runtime.metrics). The server
+runs in a daemon thread on `PAYMENTS_HEALTH_PORT` (off when 0).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from payments.telemetry import exposition
+
 
 class Health:
     def __init__(self, progress_bound_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -30,6 +33,7 @@ class Health:
         self._last_iteration = clock()
         self._waiting_since: float | None = None  # work waiting (records or lag) and no commit since then
         self._lag = 0  # records behind the end of the owned partitions, as last measured (0: none or unknown)
+        self.lag_by_partition: dict[tuple[str, int], int] = {}  # the same, per owned input partition
         self.partitions = 0
         self.restoring = False
 
@@ -96,7 +100,9 @@ def probe_lag(health: Health, stop: threading.Event, every_s: float, positions: 
             end = ends(list(owned))
         except Exception:  # noqa: S112 - any failure (a broker away, a consumer being rebuilt) only delays it
             continue
-        health.lagging(sum(max(0, offset - owned.get(tp, 0)) for tp, offset in end.items()))
+        lag = {tp: max(0, offset - owned.get(tp, 0)) for tp, offset in end.items()}
+        health.lag_by_partition = lag
+        health.lagging(sum(lag.values()))
 
 
 def read_positions(consumer: Any, floor: dict[Partition, int]) -> dict[Partition, int]:
@@ -135,8 +141,12 @@ def serve_health(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingH
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._metrics()
+                return
             checks = {"/healthz": health.alive, "/readyz": health.ready}
-            check = checks.get(self.path.split("?")[0])
+            check = checks.get(path)
             if check is None:
                 self.send_error(404)
                 return
@@ -144,6 +154,14 @@ def serve_health(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingH
             body = json.dumps({"ok": ok, "reason": reason, **health.report()}).encode()
             self.send_response(200 if ok else 503)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _metrics(self) -> None:
+            body, content_type = exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

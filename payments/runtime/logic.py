@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from payments.contracts.envelope import Envelope
 from payments.contracts.messages import Message
 from payments.errors import PaymentsError
 
 S = TypeVar("S")
+# The config of every state model snapshotted to a changelog: frozen, and fields it does not know are
+# ignored, not refused. During a rolling deploy (or a rollback) an instance of the older version reads
+# snapshots the newer one wrote; refusing a new field crashed it (chaos seed 3, a field added to SagaState).
+STATE_CONFIG: Final = ConfigDict(frozen=True, extra="ignore")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,16 @@ class Decision(Generic[S]):
 
     state: S | None
     outgoing: tuple[Outgoing, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A terminal outcome a decision reached, for the metrics (payments.runtime.metrics): a Logic that has
+    `outcomes(decision) -> tuple[Outcome, ...]` reports them, and the loop records them once committed."""
+
+    outcome: str  # e.g. SETTLED, FAILED, CANCELLED, REJECTED
+    reason_code: str  # "" when the outcome has none
+    duration_s: float | None = None  # from the start of the work to this outcome, where known
 
 
 class Logic(Protocol[S]):

@@ -39,7 +39,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -49,6 +49,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers, forwarded_headers, parse_headers
 from payments.contracts.errors import ContractError
+from payments.runtime import metrics, tracing
 from payments.runtime.calls import Calls
 from payments.runtime.clients import LoopClients, WireHeaders
 from payments.runtime.config import ProcessorConfig
@@ -62,6 +63,7 @@ from payments.runtime.logic import (
     Incoming,
     InputRejected,
     Logic,
+    Outcome,
     Outgoing,
     Parted,
     part_key,
@@ -203,10 +205,23 @@ class Processor(Generic[S]):
         self._delivered: dict[int, int] = {}  # the highest changelog offset delivered, per partition
         self._end_offsets = clients.end_offsets
         self._log = log.bind(service=logic.service, instance=instance_id)
+        # Metrics (payments.runtime.metrics): counted as a checkpoint goes, recorded once it committed.
+        self._labels = {"service": logic.service}
+        self._group = topics.group(logic.service)
+        self._outcomes_of: Callable[[Decision[S]], tuple[Outcome, ...]] | None = getattr(logic, "outcomes", None)
+        self._outcomes: list[Outcome] = []
+        self._dead_counts: dict[tuple[str, str, str], int] = {}
+        self._register_metrics()
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
         except KafkaException as error:
             raise FatalProcessorError(f"init_transactions failed: {error.args[0]}") from error
+
+    def _register_metrics(self) -> None:
+        state, labels = self.state, self._labels
+        metrics.GAUGES.register(metrics.TIMERS_PENDING, self.logic.service, lambda: [(state.timers_pending, labels)])
+        metrics.GAUGES.register(metrics.STATE_KEYS, self.logic.service, lambda: [(len(state), labels)])
+        metrics.TRANSACTIONS_ABORTED.add(0, labels)  # the series exists from the start: rate() works at once
 
     # -- public -------------------------------------------------------------------------------
 
@@ -307,6 +322,8 @@ class Processor(Generic[S]):
         changes: Changes = {}
         self._encoded = {}
         self._store_writes = {}
+        self._outcomes = []
+        self._dead_counts = {}
         started = time.monotonic()
         isolating = self._isolating()
         if isolating:  # looking for a record Kafka refused at commit: one record per transaction, timers wait
@@ -328,7 +345,7 @@ class Processor(Generic[S]):
                 self._call(lambda: self.producer.send_offsets_to_transaction(
                     positions, self.consumer.consumer_group_metadata(), self.config.call_timeout_s),
                     "send_offsets_to_transaction")
-            self._call(lambda: self.producer.commit_transaction(self.config.call_timeout_s), "commit_transaction")
+            self._commit()
         except _Unproducible as refused:
             self._poisoned(refused.position, refused.dead_letter)
             self._abort(due, f"refused at produce: {refused}", len(records))
@@ -352,7 +369,30 @@ class Processor(Generic[S]):
         self._forget_poison()
         self._start_calls(completions, changes)
         self.health.committed()
+        self._record_metrics(records)
         return len(records)
+
+    def _commit(self) -> None:
+        committing = time.monotonic()
+        self._call(lambda: self.producer.commit_transaction(self.config.call_timeout_s), "commit_transaction")
+        metrics.TRANSACTION_COMMIT.record(time.monotonic() - committing, self._labels)
+
+    def _record_metrics(self, records: list[Message]) -> None:
+        """What the committed checkpoint did, into the metrics (never raises: metrics must not stop the loop)."""
+        by_topic: dict[str, int] = {}
+        for record in records:
+            topic = self._inputs.get(record.topic() or "", "")
+            by_topic[topic] = by_topic.get(topic, 0) + 1
+        for topic, count in by_topic.items():
+            metrics.RECORDS_PROCESSED.add(count, {**self._labels, "topic": topic})
+        for (topic, error_class, reason_code), count in self._dead_counts.items():
+            metrics.RECORDS_DEAD_LETTERED.add(count, {**self._labels, "topic": topic, "error_class": error_class,
+                                                      "reason_code": reason_code})
+        for outcome in self._outcomes:
+            labels = {"outcome": outcome.outcome, "reason_code": outcome.reason_code}
+            metrics.PAYMENT_OUTCOMES.add(1, labels)
+            if outcome.duration_s is not None:
+                metrics.SAGA_DURATION.record(max(0.0, outcome.duration_s), {"outcome": outcome.outcome})
 
     def _after_failed_transaction(self, error: KafkaError, due: list[Key], records: int) -> None:
         if error.fatal() or not error.txn_requires_abort():
@@ -362,6 +402,7 @@ class Processor(Generic[S]):
     def _abort(self, due: list[Key], why: str, records: int) -> None:
         """Abort the open transaction, put the batch's timers back, and read the batch again."""
         self._log.warning("transaction_aborted", error=why, records=records)
+        metrics.TRANSACTIONS_ABORTED.add(1, self._labels)
         try:
             self._call(lambda: self.producer.abort_transaction(self.config.call_timeout_s), "abort_transaction")
         except KafkaException as abort_error:
@@ -421,8 +462,11 @@ class Processor(Generic[S]):
         if state is None or completion.call_id not in {call.call_id for call in self._calling.calls(state)}:
             return True  # answered already (a second run of the call): nothing to do
         try:
-            decision = self._calling.complete(state, completion, now)
-            produced = self._encode(decision.outgoing, None)
+            # Under the context recorded with the call (its command's span), when the call has one.
+            call = next(c for c in self._calling.calls(state) if c.call_id == completion.call_id)
+            with tracing.under(getattr(call.request, "traceparent", None) if tracing.enabled() else None):
+                decision = self._calling.complete(state, completion, now)
+                produced = self._encode(decision.outgoing, None)
         except Exception:
             retry_at = now + timedelta(milliseconds=self.config.timer_retry_ms)
             self._log.exception("complete_failed", key=completion.key, call_id=completion.call_id,
@@ -497,6 +541,19 @@ class Processor(Generic[S]):
         if isinstance(incoming, DeadLetter):
             self._dead_letter(record, incoming)
             return
+        if not tracing.enabled():
+            self._decide(record, incoming, changes, now)
+            return
+        topic = self.topics.name(incoming.topic)
+        attributes = tracing.kafka_attributes("process", topic, partition=incoming.partition, offset=incoming.offset,
+                                              key=incoming.key, message_id=incoming.envelope.id, group=self._group,
+                                              payment_id=incoming.message.payment_id)
+        with tracing.processing(topic, incoming.envelope.traceparent, attributes) as span:
+            # What the Logic sees (and records, like a partner call) is this span's context.
+            traced = replace(incoming.envelope, traceparent=tracing.traceparent_of(span))
+            self._decide(record, replace(incoming, envelope=traced), changes, now)
+
+    def _decide(self, record: Message, incoming: Incoming, changes: Changes, now: datetime) -> None:
         current = self._current(changes, incoming.partition, incoming.key)
         try:
             decision = self.logic.decide(current, incoming, now)
@@ -513,6 +570,13 @@ class Processor(Generic[S]):
                     blame=_position(record))
 
     def _handle_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
+        if not tracing.enabled():
+            self._fire_timer(partition, key, changes, now)
+            return
+        with tracing.root(f"timer {self.logic.service}", {"payment.id": key, "messaging.system": "kafka"}):
+            self._fire_timer(partition, key, changes, now)
+
+    def _fire_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
         state = self._current(changes, partition, key)
         if state is None:
             return
@@ -533,6 +597,8 @@ class Processor(Generic[S]):
                changes: Changes, blame: Position | None) -> None:
         if decision.state is not current:  # an unchanged state needs no snapshot
             changes[key] = decision.state
+        if self._outcomes_of is not None and decision.outgoing:
+            self._outcomes += self._outcomes_of(decision)
         for topic, out_key, value, headers in produced:
             self._produce_raw(topic, out_key, value, headers, blame=blame)
 
@@ -548,8 +614,12 @@ class Processor(Generic[S]):
 
     def _record_of(self, message: Outgoing, traceparent: str | None) -> Produced:
         content_type = self.serde.content_type
+        if tracing.enabled():  # a send span under the current one, whose context the record carries on
+            traceparent = tracing.sent(self.topics.name(message.destination), message.key,
+                                       message.message.message_id, message.message.payment_id)
         if message.envelope is not None:
-            headers = forwarded_headers(message.envelope, message.message, content_type=content_type)
+            envelope = message.envelope if traceparent is None else replace(message.envelope, traceparent=traceparent)
+            headers = forwarded_headers(envelope, message.message, content_type=content_type)
         else:
             headers = build_headers(message.message, source=self.logic.service, traceparent=traceparent,
                                     content_type=content_type)
@@ -683,6 +753,8 @@ class Processor(Generic[S]):
                           detail=dead.detail[:500], topic=dead.source_topic, partition=dead.source_partition,
                           offset=dead.source_offset, minimal=dead.minimal)
         key, value, headers = dead.record(record.key(), record.value(), headers_of(record), self.config.dead_letters)
+        count_key = (self._inputs.get(dead.source_topic, dead.source_topic), dead.error_class, dead.reason_code)
+        self._dead_counts[count_key] = self._dead_counts.get(count_key, 0) + 1
         try:
             self._produce_raw(self.topics.dlq, key, value, headers, blame=_position(record))
         except _Unproducible as refused:  # the bounded copy was refused too: next time, a minimal one

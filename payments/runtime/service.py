@@ -15,6 +15,7 @@ from typing import Final, Protocol
 import structlog
 from confluent_kafka import KafkaException
 
+from payments.runtime import metrics
 from payments.runtime.errors import FatalProcessorError, TopologyError
 from payments.runtime.watchdog import EXIT_STUCK, Watchdog
 
@@ -66,6 +67,7 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
     A topology error exits at once (EXIT_CONFIG).
     """
     failures = 0
+    metrics.REBUILDS.add(0, {"service": name})  # the series exists from the start: increase() works at once
     while not stop.is_set():
         started = clock()
         try:
@@ -77,6 +79,7 @@ def run_until_stopped(build: Callable[[], Runnable], stop: threading.Event, name
         except (FatalProcessorError, KafkaException) as error:  # a raw Kafka error here is fatal too: rebuild
             failures = 1 if clock() - started >= healthy_run_s else failures + 1
             log.error("service_rebuild", service=name, attempt=failures, error=str(error))
+            metrics.REBUILDS.add(1, {"service": name})
             if failures >= rebuilds_max:
                 log.error("service_rebuilds_exhausted", service=name, rebuilds=failures)
                 return EXIT_REBUILDS_EXHAUSTED

@@ -45,6 +45,10 @@ class Topics:
     def name(self, base_name: str) -> str:
         return f"{self.prefix}{base_name}"
 
+    def base(self, name: str) -> str:
+        """The base name of a topic named by `name` (the prefix taken off): a bounded metric label."""
+        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+
     @property
     def commands(self) -> str:
         return self.name(base.COMMANDS)
