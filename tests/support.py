@@ -122,8 +122,9 @@ def partner_env(log_dir: Path) -> dict[str, str]:
 
 
 def service(args: list[str], *, bootstrap: str, database_url: str, topics: Topics, log_dir: Path,
-            instance_id: str = "0", extra_env: dict[str, str] | None = None) -> ServiceProcess:
-    """A service process wired to the test's broker, database and topic prefix (not started)."""
+            instance_id: str = "0", extra_env: dict[str, str] | None = None, health_port: int = 0) -> ServiceProcess:
+    """A service process wired to the test's broker, database and topic prefix (not started); with a
+    `health_port`, it serves /healthz, /readyz and /metrics there."""
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url, "PAYMENTS_TOPIC_PREFIX": topics.prefix,
            "PAYMENTS_STATE_DIR": str(log_dir / "state"), **(extra_env or {})}
-    return ServiceProcess(args, log_dir=log_dir, env=env, instance_id=instance_id)
+    return ServiceProcess(args, log_dir=log_dir, env=env, instance_id=instance_id, health_port=health_port)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ops.supervisor import ServiceProcess, start_all
+from ops.supervisor import ServiceProcess, free_port, start_all
 from payments.contracts.messages import Message
 from payments.runtime.topics import Topics
 from projections.migrate import migrate
@@ -68,8 +68,9 @@ def start_pipeline(kafka_bootstrap: str, database_url: str, processes: list[list
     setup_topics(kafka_bootstrap, topics)
     log_dir = Path(tempfile.mkdtemp(prefix="pipeline-"))
     env = {**FAST_ENV, **partner_env(log_dir), "PAYMENTS_STATE_DIR": str(log_dir / "state"), **overrides}
+    # Each with a health port: /metrics of every process for the observability tests.
     services = start_all([service(args, bootstrap=kafka_bootstrap, database_url=database_url, topics=topics,
-                                  log_dir=log_dir, extra_env=env) for args in processes])
+                                  log_dir=log_dir, extra_env=env, health_port=free_port()) for args in processes])
     yield Pipeline(kafka_bootstrap, topics, services, database_url)
     for process in services:
         assert process.stop() == 0, process.log_tail()
