@@ -5,7 +5,9 @@
    prefix so runs never mix;
 3. publish a batch of sample payments (several currencies, 0/2/3 decimal places);
 4. wait, with a deadline, until the read model has an outcome for each, and print it;
-5. stop the services (SIGTERM, clean group leave) and the stack it started.
+5. print where each process serves its metrics, a few live figures from them, and the trace of the
+   first payment as a tree (the services export spans over OTLP to a receiver in this process);
+6. stop the services (SIGTERM, clean group leave) and the stack it started.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from ops.registry import process_args, topology
 from ops.settings import Settings
 from ops.stack import LocalStack
 from ops.supervisor import ServiceProcess, free_port, start_all
+from ops.tracesink import TraceSink, new_traceparent, tree
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
@@ -75,11 +79,13 @@ def sample_commands() -> list[InitiatePayment]:
     return commands
 
 
-def publish(bootstrap_servers: str, serde: Serde, topics: Topics, commands: list[InitiatePayment]) -> None:
+def publish(bootstrap_servers: str, serde: Serde, topics: Topics, commands: list[InitiatePayment],
+            traceparents: dict[str, str] | None = None) -> None:
     producer = Producer({"bootstrap.servers": bootstrap_servers, "partitioner": "murmur2_random",
                          "enable.idempotence": True})
     for command in commands:
-        headers: WireHeaders = [*build_headers(command, source="demo", traceparent=None,
+        traceparent = (traceparents or {}).get(command.payment_id)
+        headers: WireHeaders = [*build_headers(command, source="demo", traceparent=traceparent,
                                                content_type=serde.content_type)]
         producer.produce(topics.commands, key=command.payment_id.encode(), value=serde.encode(command),
                          headers=headers)
@@ -129,6 +135,41 @@ def ledger_summary(database_url: str, payment_ids: list[str]) -> str:
     return "\n".join(lines)
 
 
+METRICS_SHOWN = ("payments_payment_outcomes_total", "payments_saga_duration_seconds_count",
+                 "payments_records_dead_lettered_total", "payments_ledger_net", "payments_in_flight")
+
+
+def metrics_summary(services: list[ServiceProcess]) -> list[str]:
+    """Where each process serves /metrics, and a few of its non-zero figures right now."""
+    lines = ["metrics (Prometheus text format, while the services run; deploy/prometheus/prometheus.yml "
+             "scrapes them, docs/slo.md lists them):"]
+    for service in services:
+        url = f"http://127.0.0.1:{service.health_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError as error:
+            lines.append(f"  {' '.join(service.args):26} {url}  (no answer: {error})")
+            continue
+        shown = [line.replace('otel_scope_name="payments",otel_scope_schema_url="",otel_scope_version="",', "")
+                 for line in text.splitlines() if line.startswith(METRICS_SHOWN) and not line.endswith(" 0.0")]
+        lines.append(f"  {' '.join(service.args):26} {url}")
+        lines += [f"      {line}" for line in shown[:6]]
+    return lines
+
+
+def trace_of(sink: TraceSink, trace_id: str, services: int, prefix: str, timeout_s: float = 20.0) -> list[str]:
+    """The payment's trace as a tree, once every service's spans arrived (they export in batches)."""
+    deadline = time.monotonic() + timeout_s
+    spans = sink.trace(trace_id)
+    while time.monotonic() < deadline and len({s.service for s in spans}) < services:
+        time.sleep(0.5)
+        spans = sink.trace(trace_id)
+    return [f"trace {trace_id} of the first payment: {len(spans)} spans from {len({s.service for s in spans})} "
+            f"processes (offset from the first span, span [kind] on topics under {prefix}, duration, process)",
+            *tree(spans, strip=prefix)]
+
+
 def fresh_database(server_url: str, name: str) -> str:
     """A new database for this run's read models; earlier demo databases are dropped."""
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -149,17 +190,21 @@ def main(settings: Settings) -> int:
     database_url = fresh_database(settings.database, run)
     migrate(database_url)
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
+    sink = TraceSink(0)  # the services' OTLP exports come here (OTEL_BSP_SCHEDULE_DELAY: every 200 ms)
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
-           "PAYMENTS_PARTNER_SIM_PORT": str(free_port()),
+           "PAYMENTS_PARTNER_SIM_PORT": str(free_port()), "PAYMENTS_TRACES_EXPORTER": "otlp",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
            **DEMO_ENV}
-    services = [ServiceProcess(args, log_dir=log_dir, env=env) for args in process_args()]
+    services = [ServiceProcess(args, log_dir=log_dir, env=env, health_port=free_port()) for args in process_args()]
     code = 1
     try:
         start_all(services)
         commands = sample_commands()
+        traceparents = {c.payment_id: new_traceparent() for c in commands}
         started = time.monotonic()
-        publish(settings.bootstrap_servers, settings.serde(), topics, commands)
+        publish(settings.bootstrap_servers, settings.serde(), topics, commands,
+                {pid: tp for pid, (tp, _) in traceparents.items()})
         print(f"published {len(commands)} payments to {topics.commands}; waiting for outcomes...", flush=True)
         seen = wait_for_outcomes(database_url, [c.payment_id for c in commands], services, log_dir)
         # A client that retries the first payment with a freshly minted payment id but the same
@@ -180,9 +225,13 @@ def main(settings: Settings) -> int:
         print(f"\n{len(seen)}/{len(ids)} payments have an outcome after {elapsed:.1f}s; service logs: {log_dir}")
         time.sleep(2)  # let the ledger and report projections catch up with the last events
         print(ledger_summary(database_url, ids))
-        print(f"read models of this run: {database_url}")
+        print(f"read models of this run: {database_url}\n")
+        print("\n".join(metrics_summary(services)) + "\n")
+        # Every Kafka->Kafka service and projection handles a settled payment (the simulator exports nothing).
+        print("\n".join(trace_of(sink, traceparents[commands[0].payment_id][1], len(services) - 1, topics.prefix)))
         code = 0 if len(seen) == len(ids) else 1
     finally:
+        sink.close()
         for service in services:
             service.stop()
         if not was_running:
