@@ -554,6 +554,12 @@ class Processor(Generic[S]):
             self._decide(record, replace(incoming, envelope=traced), changes, now)
 
     def _decide(self, record: Message, incoming: Incoming, changes: Changes, now: datetime) -> None:
+        # Every log line about this record names its payment and step (and, with tracing, its trace and span).
+        with structlog.contextvars.bound_contextvars(payment_id=incoming.message.payment_id,
+                                                     step=type(incoming.message).__name__):
+            self._decide_record(record, incoming, changes, now)
+
+    def _decide_record(self, record: Message, incoming: Incoming, changes: Changes, now: datetime) -> None:
         current = self._current(changes, incoming.partition, incoming.key)
         try:
             decision = self.logic.decide(current, incoming, now)
@@ -570,11 +576,12 @@ class Processor(Generic[S]):
                     blame=_position(record))
 
     def _handle_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
-        if not tracing.enabled():
-            self._fire_timer(partition, key, changes, now)
-            return
-        with tracing.root(f"timer {self.logic.service}", {"payment.id": key, "messaging.system": "kafka"}):
-            self._fire_timer(partition, key, changes, now)
+        with structlog.contextvars.bound_contextvars(state_key=key, step="timer"):  # a payment, or an account
+            if not tracing.enabled():
+                self._fire_timer(partition, key, changes, now)
+                return
+            with tracing.root(f"timer {self.logic.service}", {"payments.state_key": key}):
+                self._fire_timer(partition, key, changes, now)
 
     def _fire_timer(self, partition: int, key: str, changes: Changes, now: datetime) -> None:
         state = self._current(changes, partition, key)

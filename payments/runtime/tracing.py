@@ -10,7 +10,8 @@ record's PostgreSQL transaction is a CONSUMER span under the record's context.
 
 Until a process installs the SDK (payments.telemetry.configure_tracing, `PAYMENTS_TRACES_EXPORTER`),
 `enabled()` is false and none of this runs: the loops forward the incoming traceparent unchanged.
-A step a timer starts has no incoming record: it opens a trace of its own, with the payment id.
+A step a timer starts has no incoming record: it opens a trace of its own, with the state key (the payment
+id in the orchestrator) as `payments.state_key`.
 """
 
 from __future__ import annotations
