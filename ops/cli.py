@@ -9,6 +9,7 @@ usage (services add their own, see payments.runtime.service).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,9 @@ from projections.errors import ProjectionError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Operator commands that live in their own module: each has `add_parser(commands)`, which adds its
+# subcommand and sets `handler(args, settings) -> int` on it.
+OPERATOR_COMMANDS: tuple[str, ...] = ("ops.reconcile",)
 KNOWN_ERRORS = (OpsError, PaymentsError, IntakeError, ParticipantError, OrchestratorError, ProjectionError,
                 psycopg.Error, KafkaException)
 
@@ -151,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--force", action="store_true",
                         help="orchestrator: write even while the orchestrator's consumer group has members")
     replay.set_defaults(handler=_replay)
+
+    for module in OPERATOR_COMMANDS:
+        importlib.import_module(module).add_parser(commands)
     return parser
 
 
