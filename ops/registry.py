@@ -26,7 +26,7 @@ from intake.idempotency import IdempotencyLogic
 from intake.router import IntakeRouterLogic
 from ops.settings import Settings
 from orchestrator.saga import OrchestratorLogic
-from payments.contracts.topics import DLQ
+from payments.contracts.topics import DLQ, DLQ_REDRIVES
 from payments.runtime.calls import Performer
 from payments.runtime.logic import Logic
 from payments.runtime.topics import Topics, TopicSpec
@@ -96,6 +96,8 @@ def topology(topics: Topics, partitions: int) -> list[TopicSpec]:
         names.update(spec.projection().topics)
     specs = [TopicSpec(topics.name(name), partitions) for name in sorted(names)]
     specs += [TopicSpec(topics.changelog(name), partitions, compacted=True) for name in sorted(SERVICES)]
+    # Which dead letters `payments dlq redrive` republished, keyed by DLQ position: kept forever, one record a key.
+    specs.append(TopicSpec(topics.name(DLQ_REDRIVES), partitions, compacted=True))
     return specs
 
 

@@ -18,6 +18,7 @@ ADMITTED: Final = "payments.admitted"  # internal: admitted commands and duplica
 EVENTS: Final = "payments.events"  # saga events, keyed by payment id
 SETTLEMENTS: Final = "payments.settlements"  # the public downstream contract
 DLQ: Final = "payments.dlq"  # dead letters of every Kafka->Kafka service
+DLQ_REDRIVES: Final = "payments.dlq-redrives"  # compacted audit: which dead letters were redriven (ops.dlq)
 
 RISK_COMMANDS: Final = "risk.commands"
 RISK_REPLIES: Final = "risk.replies"
