@@ -51,12 +51,13 @@ class Held(BaseModel):
     ce_time: datetime
     traceparent: str | None = None
     content_type: str
+    published_at: datetime | None = None
 
     @classmethod
     def of(cls, command: Command, envelope: Envelope) -> Held:
         return cls(avro_name=command.AVRO_NAME, body=command.model_dump_json(), ce_id=envelope.id,
                    ce_source=envelope.source, ce_time=envelope.time, traceparent=envelope.traceparent,
-                   content_type=envelope.content_type)
+                   content_type=envelope.content_type, published_at=envelope.published_at)
 
     def command(self) -> Command:
         """The command held; HeldCommandError if this version knows no command of that record type (the
@@ -69,7 +70,7 @@ class Held(BaseModel):
 
     def envelope(self) -> Envelope:
         return Envelope(id=self.ce_id, type=self.avro_name, source=self.ce_source, time=self.ce_time,
-                        content_type=self.content_type, traceparent=self.traceparent)
+                        content_type=self.content_type, traceparent=self.traceparent, published_at=self.published_at)
 
 
 class GateState(BaseModel):

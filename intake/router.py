@@ -3,13 +3,15 @@ repartitioned by payment id with murmur2, so every later hop is co-partitioned w
 Kafka Streams repartition pattern). Stateless; exactly once like every hop.
 
 A record that is not a command is dead-lettered (`UnexpectedMessageType`); a command goes on
-unchanged, with its original CloudEvents headers (the gate needs `ce_source` for its key claim).
+unchanged, with its original CloudEvents headers (the gate needs `ce_source` for its key claim), and
+stamped with its record's timestamp, the client's publish time (`payments_published_at`, internal).
 Commands of one payment keep the order in which they arrived on their source partition.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from payments.contracts.base import Command
@@ -33,4 +35,9 @@ class IntakeRouterLogic(NoState):
             raise InputRejected("UnexpectedMessageType", "unexpected_message_type",
                                 f"{type(command).__name__} is not a command; {COMMANDS} takes InitiatePayment, "
                                 "CancelPayment and RefundPayment")
-        return Decision(None, (Outgoing(INTAKE_COMMANDS, command.payment_id, command, envelope=incoming.envelope),))
+        # Stamped with its record's timestamp (the client's publish time): publish-to-outcome latency counts
+        # from it. Whatever the upstream headers said about it is not taken.
+        published = (datetime.fromtimestamp(incoming.timestamp_ms / 1000, UTC)
+                     if incoming.timestamp_ms is not None and incoming.timestamp_ms > 0 else None)
+        envelope = replace(incoming.envelope, published_at=published)
+        return Decision(None, (Outgoing(INTAKE_COMMANDS, command.payment_id, command, envelope=envelope),))

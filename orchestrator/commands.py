@@ -61,7 +61,7 @@ def _initiate_problem(command: InitiatePayment, now: datetime, config: SagaConfi
     return None
 
 
-def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig) -> None:
+def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig, published_at: datetime | None = None) -> None:
     state = draft.state
     digest = request_hash(command)
     if state is not None and state.status == "REJECTED":
@@ -80,7 +80,7 @@ def initiate(draft: Draft, command: InitiatePayment, config: SagaConfig) -> None
         return
     draft.event(PaymentInitiated, payer_account=command.payer_account, payee_account=command.payee_account,
                 amount=command.amount, partner=command.partner, reference=command.reference,
-                idempotency_key=command.idempotency_key, request_hash=digest)
+                idempotency_key=command.idempotency_key, request_hash=digest, published_at=published_at)
     draft.send_awaited()
 
 

@@ -43,10 +43,11 @@ from payments.runtime.logic import Decision, Incoming, JsonState, Outcome
 __all__ = ["OrchestratorLogic", "SagaState", "fold", "request_hash"]
 
 
-def _route(draft: Draft, message: Message, config: SagaConfig) -> None:  # noqa: PLR0911 - a branch per type
+def _route(draft: Draft, message: Message, envelope: Envelope,  # noqa: PLR0911 - a branch per type
+           config: SagaConfig) -> None:
     match message:
         case InitiatePayment():
-            return commands.initiate(draft, message, config)
+            return commands.initiate(draft, message, config, published_at=envelope.published_at)
         case DuplicateCommand():
             return commands.duplicate(draft, message)
         case CancelPayment():
@@ -86,7 +87,7 @@ class OrchestratorLogic(JsonState[SagaState]):
         message = incoming.message
         draft = Draft(payment_id=message.payment_id, state=state, now=now, causation_id=incoming.envelope.id,
                       time_scale=self.config.time_scale)
-        _route(draft, message, self.config)
+        _route(draft, message, incoming.envelope, self.config)
         return draft.decision()
 
     def fire_timers(self, key: str, state: SagaState, now: datetime) -> Decision[SagaState]:
@@ -105,20 +106,21 @@ class OrchestratorLogic(JsonState[SagaState]):
         when it is the payment's own end (its first event), not a refused later command."""
         found = []
         state = decision.state
+        started = state.initiated_at if state is not None else None
+        published = state.published_at if state is not None else None
         for out in decision.outgoing:
             event = out.message
-            started = state.initiated_at if state is not None else None
-            duration = (event.occurred_at - started).total_seconds() if started is not None and isinstance(
-                event, PaymentSettled | PaymentFailed | PaymentCancelled) else None
-            match event:
-                case PaymentSettled():
-                    found.append(Outcome("SETTLED", "", duration))
-                case PaymentFailed():
-                    found.append(Outcome("FAILED", event.reason_code, duration))
-                case PaymentCancelled():
-                    found.append(Outcome("CANCELLED", "", duration))
-                case PaymentRejected() if event.seq == 1 and event.reason_code != "UNKNOWN_PAYMENT":
+            if isinstance(event, PaymentRejected):
+                if event.seq == 1 and event.reason_code != "UNKNOWN_PAYMENT":
                     found.append(Outcome("REJECTED", event.reason_code, None))
+                continue
+            if not isinstance(event, PaymentSettled | PaymentFailed | PaymentCancelled):
+                continue
+            duration = (event.occurred_at - started).total_seconds() if started is not None else None
+            since = (event.occurred_at - published).total_seconds() if published is not None else None
+            outcome = {PaymentSettled: "SETTLED", PaymentFailed: "FAILED", PaymentCancelled: "CANCELLED"}[type(event)]
+            reason = event.reason_code if isinstance(event, PaymentFailed) else ""
+            found.append(Outcome(outcome, reason, duration, since))
         return tuple(found)
 
     def next_deadline(self, state: SagaState) -> datetime | None:

@@ -128,6 +128,7 @@ class SagaState(_Frozen):
     updated_at: datetime | None = None
     settled_at: datetime | None = None
     initiated_at: datetime | None = None  # PaymentInitiated's time (None in snapshots from before it existed)
+    published_at: datetime | None = None  # when upstream published the command (PaymentInitiated v2), if known
 
     @property
     def is_terminal(self) -> bool:
@@ -172,7 +173,7 @@ def _initiated(event: PaymentInitiated, prior: SagaState | None) -> SagaState:
                   partner=event.partner, reference=event.reference, idempotency_key=event.idempotency_key,
                   request_hash=event.request_hash)
     state = SagaState(payment_id=event.payment_id, status="AWAITING_RISK", seq=event.seq, terms=terms,
-                      initiated_at=event.occurred_at)
+                      initiated_at=event.occurred_at, published_at=event.published_at)
     return state.model_copy(update={"awaiting": _awaiting(state, "RISK", 1, event.occurred_at)})
 
 

@@ -36,6 +36,7 @@ H_TIME: Final = "ce_time"
 H_SPECVERSION: Final = "ce_specversion"
 H_CONTENT_TYPE: Final = "content-type"
 H_TRACEPARENT: Final = "traceparent"
+H_PUBLISHED_AT: Final = "payments_published_at"  # internal topics only (Envelope.published_at)
 H_IDEMPOTENCY_KEY: Final = "idempotency_key"
 REQUIRED_HEADERS: Final = (H_SPECVERSION, H_ID, H_TYPE, H_SOURCE, H_TIME, H_CONTENT_TYPE)
 
@@ -52,6 +53,9 @@ class Envelope:
     specversion: str = SPEC_VERSION
     traceparent: str | None = None
     idempotency_key: str | None = None
+    # When the upstream client published the command (its record's timestamp on payments.commands): set by
+    # the intake router, carried on the internal topics in `payments_published_at`, never read from upstream.
+    published_at: datetime | None = None
 
 
 @lru_cache(maxsize=4096)  # the messages of one batch share their decision's time: formatted once
@@ -78,6 +82,8 @@ def forwarded_headers(envelope: Envelope, msg: Message, *, content_type: str) ->
                (H_SOURCE, envelope.source), (H_TIME, format_time(envelope.time)), (H_CONTENT_TYPE, content_type)]
     if envelope.traceparent:
         headers.append((H_TRACEPARENT, envelope.traceparent))
+    if envelope.published_at is not None:
+        headers.append((H_PUBLISHED_AT, format_time(envelope.published_at)))
     key = msg.idempotency_key_header
     if key is not None:
         headers.append((H_IDEMPOTENCY_KEY, key))
@@ -149,7 +155,18 @@ def parse_headers(headers: Headers) -> Envelope:
         specversion=found[H_SPECVERSION],
         traceparent=found.get(H_TRACEPARENT) or None,
         idempotency_key=found.get(H_IDEMPOTENCY_KEY),
+        published_at=_published_at(found.get(H_PUBLISHED_AT)),
     )
+
+
+def _published_at(text: str | None) -> datetime | None:
+    """An internal, informational header: a malformed one is ignored, never a reason to refuse a record."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except InvalidHeaderError:
+        return None
 
 
 def check_consistent(envelope: Envelope, msg: Message) -> None:

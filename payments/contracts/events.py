@@ -8,7 +8,7 @@ from pydantic import Field
 
 from payments.contracts.base import SagaEvent
 from payments.contracts.codes import FailureStage, FundsReservationFailureCode, RejectCode, RiskDecision
-from payments.contracts.types import Int, Str
+from payments.contracts.types import Int, Str, UtcMillis
 from payments.money import Money
 
 ScoreBp = Annotated[Int, Field(ge=0, le=10_000)]
@@ -24,6 +24,7 @@ class PaymentInitiated(SagaEvent):
     reference: Str | None = None
     idempotency_key: Str
     request_hash: Str
+    published_at: UtcMillis | None = None  # since v2: the upstream record's timestamp, as the intake took it
 
 
 class PaymentRejected(SagaEvent):

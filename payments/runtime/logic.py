@@ -29,6 +29,7 @@ class Incoming:
     key: str
     message: Message
     envelope: Envelope
+    timestamp_ms: int | None = None  # the record's Kafka timestamp (CreateTime or LogAppendTime), if it has one
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Outcome:
     outcome: str  # e.g. SETTLED, FAILED, CANCELLED, REJECTED
     reason_code: str  # "" when the outcome has none
     duration_s: float | None = None  # from the start of the work to this outcome, where known
+    since_publish_s: float | None = None  # from the upstream client's publish to this outcome, where known
 
 
 class Logic(Protocol[S]):

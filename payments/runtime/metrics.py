@@ -49,6 +49,9 @@ PAYMENT_OUTCOMES: Final = METER.create_counter(
 SAGA_DURATION: Final = METER.create_histogram(
     "payments.saga.duration", unit="s", explicit_bucket_boundaries_advisory=SAGA_BUCKETS,
     description="PaymentInitiated to the terminal event, by outcome (orchestrator's clock)")
+PAYMENT_LATENCY: Final = METER.create_histogram(
+    "payments.payment.latency", unit="s", explicit_bucket_boundaries_advisory=SAGA_BUCKETS,
+    description="the upstream client's publish of InitiatePayment to the terminal event, by outcome (orchestrator)")
 PARTNER_CALL: Final = METER.create_histogram(
     "payments.partner.call.duration", unit="s", explicit_bucket_boundaries_advisory=CALL_BUCKETS,
     description="one HTTP request to a payment partner, by partner, operation and result")

@@ -44,7 +44,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from payments.contracts.codec import Serde
 from payments.contracts.envelope import build_headers, forwarded_headers, parse_headers
@@ -393,6 +400,8 @@ class Processor(Generic[S]):
             metrics.PAYMENT_OUTCOMES.add(1, labels)
             if outcome.duration_s is not None:
                 metrics.SAGA_DURATION.record(max(0.0, outcome.duration_s), {"outcome": outcome.outcome})
+            if outcome.since_publish_s is not None:  # the client's clock: a skewed one is clamped at 0
+                metrics.PAYMENT_LATENCY.record(max(0.0, outcome.since_publish_s), {"outcome": outcome.outcome})
 
     def _after_failed_transaction(self, error: KafkaError, due: list[Key], records: int) -> None:
         if error.fatal() or not error.txn_requires_abort():
@@ -748,8 +757,10 @@ class Processor(Generic[S]):
             return self._dead(record, "KeyMismatch", "key_mismatch",
                               f"key {key_text[:200]!r} differs from the message's {expected!r}")
         topic, partition, offset = _position(record)
+        kind, timestamp_ms = record.timestamp()
         return Incoming(topic=self._inputs.get(topic, topic), partition=partition, offset=offset,
-                        key=key_text, message=message, envelope=envelope)
+                        key=key_text, message=message, envelope=envelope,
+                        timestamp_ms=timestamp_ms if kind != TIMESTAMP_NOT_AVAILABLE else None)
 
     @staticmethod
     def _dead(record: Message, error_class: str, reason_code: str, detail: str) -> DeadLetter:

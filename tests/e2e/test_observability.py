@@ -126,6 +126,10 @@ def test_metrics_count_what_happened_and_prometheus_scrapes_them(pipeline: Pipel
     assert expected[("SETTLED", "")] >= 3 and sum(v for (o, _), v in expected.items() if o == "FAILED") >= 2
     settled_durations = total(samples, "payments_saga_duration_seconds_count", outcome="SETTLED")
     assert settled_durations == expected[("SETTLED", "")]
+    # Every payment came through the intake, which stamps its publish time: each outcome has a latency.
+    for outcome in ("SETTLED", "FAILED"):
+        assert total(samples, "payments_payment_latency_seconds_count", outcome=outcome) == sum(
+            count for (name, _), count in expected.items() if name == outcome)
     assert total(samples, "payments_records_processed_total", service="orchestrator", topic="payments.admitted") > 0
     assert total(samples, "payments_transaction_commit_duration_seconds_count", service="orchestrator") > 0
     assert total(samples, "payments_partitions_owned", service="orchestrator") > 0

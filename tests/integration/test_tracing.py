@@ -30,6 +30,7 @@ def test_one_payment_is_one_connected_trace_through_every_service_the_partner_an
     run = subprocess.run([sys.executable, "-m", "tests.integration.traced_pipeline", kafka_bootstrap, database_url,
                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-6000:]
+    (tmp_path / "spans.jsonl").write_text(run.stdout)  # kept with the test's folder, to read after a failure
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     header, spans = lines[0], lines[1:]
     payment_id, prefix = header["payment_id"], header["prefix"]

@@ -48,7 +48,9 @@ def main(bootstrap: str, database_url: str, work: Path) -> int:
         "PAYMENTS_INSTANCE_ID": "traced", "PAYMENTS_STATE_DIR": str(work / "state"),
         "PAYMENTS_PARTNER_SIM_PORT": str(free_port()), "PAYMENTS_PARTNER_DATA_DIR": str(work / "partner"),
         "PAYMENTS_PARTNER_DECLINE_RATE": "0", "PAYMENTS_PARTNER_TIMEOUT_RATE": "0", "PAYMENTS_PARTNER_ERROR_RATE": "0",
-        "PAYMENTS_PARTNER_LATENCY_MS": "1", "PAYMENTS_SAGA_TIME_SCALE": "0.05", "PAYMENTS_BATCH_MAX": "50"})
+        "PAYMENTS_PARTNER_LATENCY_MS": "1", "PAYMENTS_BATCH_MAX": "50"})
+    # Production reply windows (30 s for risk): a step a timer retries opens a trace of its own (payments.runtime.
+    # tracing), and with the 1.5 s a time scale of 0.05 gives, a loaded machine made the risk check's retry fire.
     topics = settings.topics
     setup_topics(bootstrap, topics)
     stop = threading.Event()

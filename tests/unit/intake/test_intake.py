@@ -65,6 +65,35 @@ def test_the_router_forwards_each_command_unchanged_keyed_by_payment_id_with_its
     assert decision.state is None
 
 
+def test_the_router_stamps_the_records_publish_time_and_never_takes_upstreams_own() -> None:
+    from dataclasses import replace
+
+    from payments.contracts.envelope import forwarded_headers, parse_headers
+
+    command = initiate()
+    claimed = replace(incoming(command, COMMANDS).envelope, published_at=T0 - timedelta(days=3))  # upstream says so
+    published_ms = int((T0 - timedelta(seconds=2)).timestamp() * 1000)
+    stamped = IntakeRouterLogic().decide(None, replace(incoming(command, COMMANDS), envelope=claimed,
+                                                       timestamp_ms=published_ms), T0)
+    (out,) = stamped.outgoing
+    assert out.envelope is not None and out.envelope.published_at == T0 - timedelta(seconds=2)
+    # Carried on the internal topics in its header, read back as it was written.
+    headers = forwarded_headers(out.envelope, command, content_type="application/avro")
+    assert parse_headers(headers).published_at == T0 - timedelta(seconds=2)
+    (untimed,) = IntakeRouterLogic().decide(None, replace(incoming(command, COMMANDS), envelope=claimed), T0).outgoing
+    assert untimed.envelope is not None and untimed.envelope.published_at is None
+    # A malformed header is ignored, never a reason to refuse the record.
+    broken = [(name, value) for name, value in headers if name != "payments_published_at"]
+    assert parse_headers([*broken, ("payments_published_at", b"yesterday")]).published_at is None
+
+
+def test_the_gate_keeps_the_publish_time_of_a_command_it_holds() -> None:
+    from dataclasses import replace
+
+    envelope = replace(incoming(initiate(), COMMANDS).envelope, published_at=T0)
+    assert Held.of(initiate(), envelope).envelope().published_at == T0
+
+
 def test_the_router_rejects_a_record_that_is_not_a_command() -> None:
     event = PaymentSettled(payment_id="p", event_id="e", seq=1, occurred_at=T0, causation_id="c",
                            amount=Money.of(1, "EUR"), partner="simbank", partner_reference="r", payer_account="a",

@@ -25,12 +25,31 @@ def test_a_settlement_is_one_settled_outcome_with_the_time_since_initiation() ->
     assert _outcomes(saga) == ()
 
 
+def test_the_publish_time_the_intake_stamped_counts_to_the_outcome() -> None:
+    from dataclasses import replace
+
+    from payments.contracts.events import PaymentInitiated
+    from tests.unit.saga.harness import START, incoming
+
+    saga = Saga()
+    command = initiate()
+    stamped = incoming(command)
+    stamped = replace(stamped, envelope=replace(stamped.envelope, published_at=START - timedelta(seconds=2)))
+    saga._take(saga.logic.decide(None, stamped, saga.now))
+    assert saga.emitted(PaymentInitiated)[0].published_at == START - timedelta(seconds=2)
+    assert saga.replayed() == saga.state  # in the event, so the fold has it too
+    saga.handle(risk_reply(saga.last_command(AssessRisk), decision="DECLINE"))
+    [outcome] = _outcomes(saga)
+    assert (outcome.duration_s, outcome.since_publish_s) == (0.0, 2.0)
+
+
 def test_a_risk_decline_is_a_failed_outcome_with_its_reason_code() -> None:
     saga = Saga()
     saga.handle(initiate())
     saga.handle(risk_reply(saga.last_command(AssessRisk), decision="DECLINE"))
     [outcome] = _outcomes(saga)
     assert (outcome.outcome, outcome.reason_code, outcome.duration_s) == ("FAILED", "RISK_DECLINED", 0.0)
+    assert outcome.since_publish_s is None  # no publish time known (a command from before the intake stamped it)
 
 
 def test_a_rejected_initiation_counts_but_a_refused_later_command_does_not() -> None:
