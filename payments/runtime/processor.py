@@ -468,11 +468,12 @@ class Processor(Generic[S]):
         if completion.partition not in self.state.partitions:
             return True  # revoked meanwhile: the new owner recovers the call
         state = self._current(changes, *key)
-        if state is None or completion.call_id not in {call.call_id for call in self._calling.calls(state)}:
+        call = None if state is None else next(
+            (c for c in self._calling.calls(state) if c.call_id == completion.call_id), None)
+        if state is None or call is None:
             return True  # answered already (a second run of the call): nothing to do
         try:
             # Under the context recorded with the call (its command's span), when the call has one.
-            call = next(c for c in self._calling.calls(state) if c.call_id == completion.call_id)
             with tracing.under(getattr(call.request, "traceparent", None) if tracing.enabled() else None):
                 decision = self._calling.complete(state, completion, now)
                 produced = self._encode(decision.outgoing, None)
