@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.partner.breaker import BreakerConfig
@@ -29,6 +29,7 @@ from ops.errors import ConfigError
 from orchestrator.config import SagaConfig
 from payments.contracts.codec import Serde, serde_for
 from payments.runtime.config import ProcessorConfig
+from payments.runtime.connection import KafkaConnection, KafkaSecurity, SaslMechanism, SecurityProtocol
 from payments.runtime.topics import Topics
 from projections.runner import RunnerConfig
 
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
 
     # -- where the servers are ------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    # -- how to reach a secured Kafka (payments.runtime.connection): every client, CLI included --------
+    kafka_security_protocol: SecurityProtocol = Field("PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: str | None = Field(None, validation_alias="KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: str | None = Field(None, validation_alias="KAFKA_SSL_CERTIFICATE_LOCATION")
+    kafka_ssl_key_location: str | None = Field(None, validation_alias="KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias="KAFKA_SSL_KEY_PASSWORD")
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = Field(
+        "https", validation_alias="KAFKA_SSL_ENDPOINT_IDENTIFICATION")
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
     # -- identity and topics ----------------------------------------------------------------------
@@ -91,6 +103,17 @@ class Settings(BaseSettings):
     partner_breaker_open_ms: Positive = 2_000
     # Local state stores (payments.runtime.store): one RocksDB folder per owned changelog partition.
     state_dir: Path | None = None
+    # -- the HTTP intake (intake.http): OAuth2 bearer JWTs, verified against the issuer's JWKS ---------
+    http_host: str = "127.0.0.1"  # a container sets 0.0.0.0
+    http_port: Port = 18680
+    http_body_bytes_max: Positive = 64 * 1024  # a larger request body is refused with 413
+    http_rate_per_s: Annotated[float, Field(gt=0.0)] = 50.0  # per client (the token's subject): the refill
+    http_rate_burst: Positive = 100  # and the bucket
+    oauth_issuer: str | None = None  # the `iss` every token must carry; the HTTP intake refuses to start without
+    oauth_audience: str = "payments-api"  # the `aud` every token must carry
+    oauth_jwks_url: str | None = None  # the issuer's JWKS; fetched again when a token names an unknown key
+    oauth_algorithms: str = "RS256,ES256"  # comma-separated allow-list; "none" and HMAC are never accepted
+    oauth_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30  # clock skew allowed on exp and nbf
     # -- the local stack ----------------------------------------------------------------------------
     stack_dir: Path | None = None
     kafka_port: Port = 19092
@@ -117,6 +140,23 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The bootstrap servers with their security: what every Kafka client of the process is built from."""
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+        try:
+            security = KafkaSecurity(
+                protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_username=self.kafka_sasl_username, sasl_password=secret(self.kafka_sasl_password),
+                ssl_ca_location=self.kafka_ssl_ca_location,
+                ssl_certificate_location=self.kafka_ssl_certificate_location,
+                ssl_key_location=self.kafka_ssl_key_location, ssl_key_password=secret(self.kafka_ssl_key_password),
+                ssl_endpoint_identification=self.kafka_ssl_endpoint_identification)
+        except ValueError as error:
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}: {error}") from None
+        return KafkaConnection(self.bootstrap_servers, security)
 
     @property
     def database(self) -> str:
