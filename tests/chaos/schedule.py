@@ -79,7 +79,8 @@ def plan(seed: int, traffic_s: float, processes: list[str], counts: FaultCounts,
     if counts.process_kills and not processes:
         raise ValueError("process kills need processes to kill")
     rng = random.Random(seed)
-    faults = [Fault(round(rng.uniform(0.0, traffic_s), 1), PROCESS_KILL, rng.choice(processes))
+    # Rounded to 0.1 s, but never past the traffic window (a draw in its last 0.05 s rounded up past it).
+    faults = [Fault(min(round(rng.uniform(0.0, traffic_s), 1), traffic_s), PROCESS_KILL, rng.choice(processes))
               for _ in range(counts.process_kills)]
     cluster = counts.cluster()
     rng.shuffle(cluster)
