@@ -59,6 +59,7 @@ from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
 from payments.contracts.topics import ADMITTED, RISK_COMMANDS
 from payments.money import Money
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.retry import is_transient, retry_kafka
 from payments.runtime.topics import Topics, TopicSpec, ensure_topics
@@ -103,8 +104,12 @@ class Run:
     work: Path
 
     @property
-    def bootstrap(self) -> str:
+    def bootstrap(self) -> str:  # for the hop processes' command lines and environment
         return self.settings.bootstrap_servers
+
+    @property
+    def kafka(self) -> Kafka:  # for this process's own clients
+        return self.settings.kafka
 
     @property
     def partitions(self) -> int:
@@ -166,8 +171,8 @@ def peer_python(settings: Settings) -> Path:
 def prefill(run: Run) -> None:
     """N InitiatePayment commands on the input, as the gate admits them, without transactions."""
     serde = SingleObjectSerde()
-    producer = Producer({"bootstrap.servers": run.bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
-                         "enable.idempotence": True})
+    producer = Producer(client_config(run.kafka, {"partitioner": "murmur2_random", "linger.ms": 5,
+                                                  "enable.idempotence": True}))
     now = datetime.now(UTC)
     for i in range(run.records):
         payment_id = str(uuid.uuid4())
@@ -185,7 +190,7 @@ def prefill(run: Run) -> None:
         producer.poll(0)
     if producer.flush(60):
         raise RuntimeError("the input was not all delivered")
-    written = sum(end_offsets(run.bootstrap, partitions_of(run.bootstrap, [run.input])).values())
+    written = sum(end_offsets(run.kafka, partitions_of(run.kafka, [run.input])).values())
     assert written == run.records, f"{written} records on {run.input}, expected {run.records}"
 
 
@@ -197,7 +202,7 @@ def wait_for_coordinator(run: Run, group: str) -> None:
     COORDINATOR_LOAD_IN_PROGRESS: an AdminClient has no consumer group to hand it to. A consumer's
     committed() asks again through it instead. Once the group's coordinator has answered it stays put on
     one broker. The consumer never subscribes, so it never joins the group."""
-    consumer = Consumer({"bootstrap.servers": run.bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(client_config(run.kafka, {"group.id": group, "enable.auto.commit": False}))
     try:
         retry_kafka(lambda: consumer.committed([TopicPartition(run.input, p) for p in range(run.partitions)],
                                                timeout=30), f"committed offsets of {group}")
@@ -229,7 +234,7 @@ def measure(run: Run, hop: str, process: subprocess.Popen[bytes], describe: Call
 
     The process is not reaped here (an exited child still tells its CPU time), and whether it has exited is
     seen before its commits are asked: a hop that exits once it has committed everything is measured whole."""
-    admin = AdminClient({"bootstrap.servers": run.bootstrap})
+    admin = AdminClient(client_config(run.kafka))
     watched = psutil.Process(process.pid)
     group = run.group(hop)
     first: tuple[float, int, float] | None = None  # (when, committed, cpu) at the first answer with a commit
@@ -265,7 +270,7 @@ def measure(run: Run, hop: str, process: subprocess.Popen[bytes], describe: Call
 def count_outputs(run: Run, hop: str) -> dict[str, int]:
     """The committed records on each of the hop's output topics (read in one pass)."""
     counts = dict.fromkeys(run.outputs(hop), 0)
-    for record in committed_records(run.bootstrap, partitions_of(run.bootstrap, counts)):
+    for record in committed_records(run.kafka, partitions_of(run.kafka, counts)):
         topic = record.topic()
         assert topic is not None
         counts[topic] += 1
@@ -351,7 +356,7 @@ def run_hops(settings: Settings, records: int, which: Sequence[str]) -> dict[str
               Path(tempfile.mkdtemp(prefix="bench-hops-")))
     specs = topology(run.topics, run.partitions)
     specs += [TopicSpec(run.output(hop), run.partitions) for hop in ("ceiling", "peer")]
-    ensure_topics(run.bootstrap, specs)
+    ensure_topics(run.kafka, specs)
     prefill(run)
     results: dict[str, dict[str, Any]] = {}
     for hop in which:

@@ -44,6 +44,7 @@ from payments.contracts.codec import SingleObjectSerde
 from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
 from payments.money import Money
+from payments.runtime.connection import client_config
 from payments.runtime.reader import end_offsets, partitions_of
 from payments.runtime.topics import Topics
 
@@ -81,9 +82,9 @@ def watch_settlements(bootstrap: str, topic: str, arrivals: Arrivals, stop: thre
                       ready: threading.Event) -> None:
     partitions = partitions_of(bootstrap, [topic])
     ends = end_offsets(bootstrap, partitions)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"loadgen-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 10})
+    consumer = Consumer(client_config(bootstrap, {"group.id": f"loadgen-{uuid.uuid4().hex}",
+                                                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                                                  "fetch.wait.max.ms": 10}))
     consumer.assign([TopicPartition(t, p, ends[(t, p)]) for t, p in partitions])
     ready.set()
     try:
@@ -188,7 +189,7 @@ def publish(producer: Producer, topic: str, encoded: list[tuple[str, bytes, list
 def run(args: argparse.Namespace) -> dict[str, Any]:
     topics = Topics(prefix=args.prefix)
     serde = SingleObjectSerde()
-    producer = Producer({"bootstrap.servers": args.bootstrap})  # an upstream client on librdkafka's defaults
+    producer = Producer(client_config(args.bootstrap))  # an upstream client on librdkafka's defaults
     settled, status, ledger = Arrivals(), Arrivals(), Arrivals()
     due: dict[str, float] = {}
     due_lock = threading.Lock()

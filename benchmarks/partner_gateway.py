@@ -34,6 +34,7 @@ from payments.contracts.envelope import build_headers
 from payments.contracts.participants import SubmitToPartner
 from payments.contracts.topics import PARTNER_COMMANDS, PARTNER_REPLIES
 from payments.money import Money
+from payments.runtime.connection import client_config
 from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
 
@@ -60,7 +61,7 @@ def cpu_s(process: ServiceProcess) -> float:
 
 def run_once(settings: Settings, calls: int, latency: str, in_flight: int, timeout_s: float) -> Run:
     topics = Topics(prefix=f"gw{uuid.uuid4().hex[:6]}.")
-    ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
+    ensure_topics(settings.kafka, topology(topics, settings.partitions))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     port = free_port()
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "PAYMENTS_TOPIC_PREFIX": topics.prefix,
@@ -69,7 +70,7 @@ def run_once(settings: Settings, calls: int, latency: str, in_flight: int, timeo
            "PAYMENTS_PARTNER_SIM_PORT": str(port), "PAYMENTS_PARTNER_MAX_IN_FLIGHT": str(in_flight)}
     sim, gateway = start_all([ServiceProcess([name], log_dir=log_dir, env=env) for name in ("partner-sim", "partner")])
     serde = SingleObjectSerde()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+    producer = Producer(client_config(settings.kafka, {"linger.ms": 5}))
     replies_topic = topics.name(PARTNER_REPLIES)
     try:
         cpu_before = cpu_s(gateway), cpu_s(sim)
@@ -87,8 +88,7 @@ def run_once(settings: Settings, calls: int, latency: str, in_flight: int, timeo
         deadline = time.monotonic() + timeout_s
         stamps: list[int] = []
         while time.monotonic() < deadline:
-            records = committed_records(settings.bootstrap_servers, partitions_of(settings.bootstrap_servers,
-                                                                                  [replies_topic]))
+            records = committed_records(settings.kafka, partitions_of(settings.kafka, [replies_topic]))
             stamps = [r.timestamp()[1] for r in records if r.value() is not None]
             print(f"\r  partner latency {latency} ms: {len(stamps)}/{calls} replies", end="", flush=True)
             if len(stamps) >= calls:

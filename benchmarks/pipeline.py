@@ -50,6 +50,7 @@ from ops.registry import PROJECTIONS, SERVICES, process_args, topology
 from ops.settings import Settings
 from ops.stack import LocalStack
 from ops.supervisor import ServiceProcess, free_port, start_all
+from payments.runtime.connection import client_config
 from payments.runtime.reader import end_offsets
 from payments.runtime.topics import Topics, ensure_topics
 
@@ -93,7 +94,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 def _offsets(pipeline: Pipeline) -> int:
     partitions = [(t, p) for t in pipeline.topic_names for p in range(pipeline.settings.partitions)]
-    return sum(end_offsets(pipeline.settings.bootstrap_servers, partitions, committed_only=False,
+    return sum(end_offsets(pipeline.settings.kafka, partitions, committed_only=False,
                            admin=pipeline.admin).values())
 
 
@@ -122,7 +123,7 @@ def drop_database(settings: Settings, database: str) -> None:
 def start_pipeline(settings: Settings, partner_latency: str, log_dir: Path) -> Pipeline:
     topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
     specs = topology(topics, settings.partitions)
-    ensure_topics(settings.bootstrap_servers, specs)
+    ensure_topics(settings.kafka, specs)
     database = create_database(settings)
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_LATENCY_MS": partner_latency,
@@ -131,7 +132,7 @@ def start_pipeline(settings: Settings, partner_latency: str, log_dir: Path) -> P
            "PAYMENTS_STATE_DIR": str(log_dir / "state")}
     processes = start_all([ServiceProcess(args, log_dir=log_dir, env=env) for args in process_args()])
     return Pipeline(settings, topics, database, processes, log_dir, [spec.name for spec in specs],
-                    AdminClient({"bootstrap.servers": settings.bootstrap_servers}))
+                    AdminClient(client_config(settings.kafka)))
 
 
 class LagSampler:
@@ -143,7 +144,7 @@ class LagSampler:
         self.pipeline = pipeline
         self.samples: list[dict[str, Any]] = []
         self.stop = threading.Event()
-        self.admin = AdminClient({"bootstrap.servers": pipeline.settings.bootstrap_servers})
+        self.admin = AdminClient(client_config(pipeline.settings.kafka))
         self.askers: dict[str, Consumer] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -172,21 +173,21 @@ class LagSampler:
         lag: dict[str, int] = {}
         wanted = {name: [TopicPartition(topics.name(t), p) for t in spec.logic.input_topics for p in range(n)]
                   for name, spec in SERVICES.items()}
-        ends = end_offsets(settings.bootstrap_servers, [(tp.topic, tp.partition) for tps in wanted.values()
+        ends = end_offsets(settings.kafka, [(tp.topic, tp.partition) for tps in wanted.values()
                                                         for tp in tps], admin=self.admin)
         for name, tps in wanted.items():
             # A consumer of the group that never joins it, only asks: AdminClient.list_consumer_group_offsets
             # crashes the process on a coordinator error (confluentinc/librdkafka#5040).
             if name not in self.askers:
-                self.askers[name] = Consumer({"bootstrap.servers": settings.bootstrap_servers,
-                                              "group.id": topics.group(name), "enable.auto.commit": False})
+                self.askers[name] = Consumer(client_config(settings.kafka, {"group.id": topics.group(name),
+                                                                            "enable.auto.commit": False}))
             committed = self.askers[name].committed(tps, timeout=10)
             lag[name] = sum(max(0, ends[(tp.topic, tp.partition)] - max(tp.offset, 0)) for tp in committed)
         # The ends before the positions, as for the services above: read the other way round, whatever
         # was written while the ends were being asked for would count as lag.
         parts = {name: [(topics.name(t), p) for t in spec.projection().topics for p in range(n)]
                  for name, spec in PROJECTIONS.items()}
-        theirs = end_offsets(settings.bootstrap_servers, [tp for tps in parts.values() for tp in tps], admin=self.admin)
+        theirs = end_offsets(settings.kafka, [tp for tps in parts.values() for tp in tps], admin=self.admin)
         stored = conn.execute("SELECT projection, topic, partition, next_offset FROM projection_offsets").fetchall()
         for name, tps in parts.items():
             mine = {(str(t), int(p)): int(o) for proj, t, p, o in stored if proj == name}

@@ -49,6 +49,7 @@ from payments.contracts.events import PaymentInitiated, PaymentSettled
 from payments.contracts.participants import CommitFunds, ReserveFunds
 from payments.contracts.topics import FUNDS_COMMANDS, FUNDS_REPLIES
 from payments.money import Money
+from payments.runtime.connection import client_config
 from payments.runtime.logic import part_key
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.topics import Topics, ensure_topics
@@ -81,9 +82,9 @@ def settled_template(settled_at: datetime) -> bytes:
 
 
 def producer(settings: Settings) -> Producer:
-    return Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
-                     "linger.ms": 50, "batch.num.messages": 10_000, "compression.type": "lz4",
-                     "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    return Producer(client_config(settings.kafka, {
+        "partitioner": "murmur2_random", "linger.ms": 50, "batch.num.messages": 10_000, "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000, "enable.idempotence": True}))
 
 
 def produce(out: Producer, topic: str, key: str, value: bytes | None) -> None:
@@ -190,12 +191,12 @@ def restored(service: ServiceProcess, timeout_s: float, started: float, earlier:
 
 def bytes_per_change(settings: Settings, topics: Topics, account: str, changes: int) -> float:
     """Send reserve/commit commands on `account`; the changelog bytes they added per command."""
-    changelog = partitions_of(settings.bootstrap_servers, [topics.changelog("funds")])
-    before = end_offsets(settings.bootstrap_servers, changelog)
-    replies = partitions_of(settings.bootstrap_servers, [topics.name(FUNDS_REPLIES)])
-    replies_before = sum(end_offsets(settings.bootstrap_servers, replies).values())
+    changelog = partitions_of(settings.kafka, [topics.changelog("funds")])
+    before = end_offsets(settings.kafka, changelog)
+    replies = partitions_of(settings.kafka, [topics.name(FUNDS_REPLIES)])
+    replies_before = sum(end_offsets(settings.kafka, replies).values())
     serde = SingleObjectSerde()
-    out = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random"})
+    out = Producer(client_config(settings.kafka, {"partitioner": "murmur2_random"}))
     now = datetime.now(UTC)
     for n in range(changes // 2):
         hold, payment = str(uuid.uuid4()), str(uuid.uuid4())
@@ -209,12 +210,12 @@ def bytes_per_change(settings: Settings, topics: Topics, account: str, changes: 
             out.poll(0)
     out.flush(60)
     deadline = time.monotonic() + 300
-    while sum(end_offsets(settings.bootstrap_servers, replies).values()) - replies_before < changes:
+    while sum(end_offsets(settings.kafka, replies).values()) - replies_before < changes:
         if time.monotonic() > deadline:
             raise TimeoutError("the funds service did not answer every command")
         time.sleep(0.5)
     added = sum(len(r.key() or b"") + len(r.value() or b"")
-                for r in committed_records(settings.bootstrap_servers, changelog, starts=before))
+                for r in committed_records(settings.kafka, changelog, starts=before))
     return added / changes
 
 
@@ -239,7 +240,7 @@ def main() -> int:
     empty = Topics(prefix=f"st{uuid.uuid4().hex[:6]}e.")
     full = Topics(prefix=f"st{uuid.uuid4().hex[:6]}f.")
     for topics in (empty, full):
-        ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
+        ensure_topics(settings.kafka, topology(topics, settings.partitions))
         (log_dir / topics.prefix).mkdir(parents=True)
     accounts = [f"acc-hot-{n:02d}" for n in range(args.hot_accounts)]
     write_orchestrator_history(settings, full, args.history, args.retained)

@@ -34,6 +34,7 @@ from payments.contracts.envelope import build_headers
 from payments.contracts.messages import InitiatePayment
 from payments.money import Money, is_known_currency
 from payments.runtime.clients import WireHeaders
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.topics import Topics, ensure_topics
 from projections.migrate import migrate
 
@@ -79,10 +80,10 @@ def sample_commands() -> list[InitiatePayment]:
     return commands
 
 
-def publish(bootstrap_servers: str, serde: Serde, topics: Topics, commands: list[InitiatePayment],
+def publish(bootstrap_servers: Kafka, serde: Serde, topics: Topics, commands: list[InitiatePayment],
             traceparents: dict[str, str] | None = None) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "partitioner": "murmur2_random",
-                         "enable.idempotence": True})
+    producer = Producer(client_config(bootstrap_servers, {"partitioner": "murmur2_random",
+                                                          "enable.idempotence": True}))
     for command in commands:
         traceparent = (traceparents or {}).get(command.payment_id)
         headers: WireHeaders = [*build_headers(command, source="demo", traceparent=traceparent,
@@ -186,7 +187,7 @@ def main(settings: Settings) -> int:
     stack.up()
     run = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}"
     topics = Topics(prefix=f"{run}.")
-    ensure_topics(settings.bootstrap_servers, topology(topics, settings.partitions))
+    ensure_topics(settings.kafka, topology(topics, settings.partitions))
     database_url = fresh_database(settings.database, run)
     migrate(database_url)
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
@@ -203,14 +204,14 @@ def main(settings: Settings) -> int:
         commands = sample_commands()
         traceparents = {c.payment_id: new_traceparent() for c in commands}
         started = time.monotonic()
-        publish(settings.bootstrap_servers, settings.serde(), topics, commands,
+        publish(settings.kafka, settings.serde(), topics, commands,
                 {pid: tp for pid, (tp, _) in traceparents.items()})
         print(f"published {len(commands)} payments to {topics.commands}; waiting for outcomes...", flush=True)
         seen = wait_for_outcomes(database_url, [c.payment_id for c in commands], services, log_dir)
         # A client that retries the first payment with a freshly minted payment id but the same
         # idempotency key: the intake recognises the request and no second payment is made.
         retry = commands[0].model_copy(update={"payment_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4())})
-        publish(settings.bootstrap_servers, settings.serde(), topics, [retry])
+        publish(settings.kafka, settings.serde(), topics, [retry])
         commands.append(retry)
         ids = [c.payment_id for c in commands]
         seen = wait_for_outcomes(database_url, ids, services, log_dir)

@@ -62,6 +62,7 @@ from payments.contracts.messages import (
 )
 from payments.contracts.validation import UUID_PATTERN
 from payments.money import Money, is_known_currency
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.reader import Partition, committed_records, end_offsets
 from payments.runtime.records import headers_of
 from payments.runtime.retry import retry_kafka
@@ -382,8 +383,8 @@ class PartitionRead:
     key: str  # the key read: the payment id, or for funds.commands the payer's account
 
 
-def _partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def _partition_counts(bootstrap: Kafka, names: Iterable[str]) -> dict[str, int]:
+    admin = AdminClient(client_config(bootstrap))
     metadata = retry_kafka(lambda: admin.list_topics(timeout=10).topics, "list_topics")
     return {name: len(metadata[name].partitions) for name in names if name in metadata}
 
@@ -402,7 +403,7 @@ def _dead_letter(record: KafkaRecord) -> str:
             f"{headers.get('dlq_detail', '')[:DETAIL_CHARS_MAX]}").rstrip(": ")
 
 
-def _read(bootstrap: str, serde: Serde, wanted: dict[Partition, str], *, key: str, payment_id: str,
+def _read(bootstrap: Kafka, serde: Serde, wanted: dict[Partition, str], *, key: str, payment_id: str,
           timeout_s: float) -> tuple[list[Seen], list[PartitionRead]]:
     """The payment's records on the `wanted` partitions ((full name, partition) -> base name): those keyed
     `key`, decoded, whose payment id is `payment_id`. Undecodable ones are kept only when `key` is the id."""
@@ -435,7 +436,7 @@ def _read(bootstrap: str, serde: Serde, wanted: dict[Partition, str], *, key: st
 
 def read_payment(settings: Settings, payment_id: str, timeout_s: float) -> tuple[list[Seen], list[PartitionRead]]:
     """Steps 1 of the module docstring. PaymentNotFoundError when payments.events has no event of it."""
-    bootstrap, topics, serde = settings.bootstrap_servers, settings.topics, settings.serde()
+    bootstrap, topics, serde = settings.kafka, settings.topics, settings.serde()
     counts = _partition_counts(bootstrap, [topics.name(t) for t in (*PAYMENT_KEYED, *ACCOUNT_KEYED)])
     if topics.events not in counts:
         raise InspectError(f"topic {topics.events} does not exist (is PAYMENTS_TOPIC_PREFIX right?)")

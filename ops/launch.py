@@ -16,7 +16,7 @@ import threading
 import structlog
 
 from consumers.partner.sim_server import serve as serve_partner
-from ops.registry import PROJECTIONS, SERVICES, SIMULATORS, ServiceSpec, topology
+from ops.registry import PROJECTIONS, SERVICES, SIMULATORS, ServiceSpec, process_topology
 from ops.settings import Settings
 from payments.observability import configure_logging
 from payments.runtime import metrics
@@ -25,7 +25,7 @@ from payments.runtime.clients import kafka_clients
 from payments.runtime.errors import KafkaCallError, TopologyError
 from payments.runtime.health import Health, serve_health
 from payments.runtime.processor import Processor
-from payments.runtime.retry import gave_up_transient
+from payments.runtime.retry import gave_up_transient, refused_authorization
 from payments.runtime.rocks import RocksStores
 from payments.runtime.service import EXIT_CONFIG, EXIT_OK, install_signal_handlers, run_until_stopped
 from payments.runtime.topics import ensure_topics, wait_for_kafka
@@ -50,7 +50,7 @@ def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, h
     # One folder per changelog and instance: two instances on one machine never share a store, and a
     # restarted instance finds its own (docs/architecture.md §3, "Local state stores").
     stores = RocksStores(settings.state_home / changelog / settings.instance_id)
-    clients = kafka_clients(settings.bootstrap_servers, group=group,
+    clients = kafka_clients(settings.kafka, group=group,
                             transactional_id=f"{group}-{settings.instance_id}",
                             changelog_topic=changelog, config=config, stores=stores)
     calls = None
@@ -86,10 +86,12 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
         serve_health(health, settings.health_port)
     attempt = 0
     while True:
-        if not wait_for_kafka(settings.bootstrap_servers, stop):
+        if not wait_for_kafka(settings.kafka, stop):
             return EXIT_OK
         try:
-            ensure_topics(settings.bootstrap_servers, topology(settings.topics, settings.partitions))
+            # Only the topics this process uses: a service principal on a secured cluster may describe
+            # nothing else (deploy/kafka/acls.json), and when they all exist no CreateTopics is sent.
+            ensure_topics(settings.kafka, process_topology(name, settings.topics, settings.partitions))
             return stop, watchdog, health
         except TopologyError as error:
             print(f"payments run {name}: {error}", file=sys.stderr)
@@ -99,7 +101,10 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
                 # Kafka refused a topic (authorization, a topic policy, a replication factor the cluster
                 # cannot meet): the cluster or the configuration must change; a restart will not help.
                 log.error("topic_setup_refused", service=name, error=str(error), exit_code=EXIT_CONFIG)
-                print(f"payments run {name}: {error}", file=sys.stderr)
+                hint = ("; this principal may not create topics: create them first as an admin "
+                        "(`payments topics ensure`, the deployment's topics job)" if refused_authorization(error)
+                        else "")
+                print(f"payments run {name}: {error}{hint}", file=sys.stderr)
                 return EXIT_CONFIG
             # Kafka answered and then kept failing transiently (a controller moving, timeouts): wait it
             # out as a Kafka that is down at start is waited out, instead of exiting as if it were a bug.
@@ -142,7 +147,7 @@ def run_projection(name: str, settings: Settings) -> int:
         metrics.GAUGES.register(metrics.LEDGER_UNPOSTED, name, ledger.unposted)
 
     def build() -> ProjectionRunner:
-        return ProjectionRunner(spec.projection(), bootstrap_servers=settings.bootstrap_servers,
+        return ProjectionRunner(spec.projection(), bootstrap_servers=settings.kafka,
                                 database_url=settings.database, topics=settings.topics, serde=settings.serde(),
                                 config=config, watchdog=watchdog, health=health)
 

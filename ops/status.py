@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from ops.registry import PROJECTIONS, SERVICES, topology
 from ops.settings import Settings
+from payments.runtime.connection import client_config
 from payments.runtime.errors import KafkaCallError
 from payments.runtime.reader import end_offsets
 from payments.runtime.retry import retry_kafka
@@ -58,8 +59,8 @@ class SystemStatus:
 
 
 def system_status(settings: Settings) -> SystemStatus:
-    bootstrap, topics = settings.bootstrap_servers, settings.topics
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    bootstrap, topics = settings.kafka, settings.topics
+    admin = AdminClient(client_config(bootstrap))
     expected = topology(topics, settings.partitions)
     metadata = retry_kafka(lambda: admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics, "list_topics")
     existing = {name: len(meta.partitions) for name, meta in metadata.items()}

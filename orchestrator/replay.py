@@ -42,6 +42,7 @@ from orchestrator.state import RETIRABLE, SagaState, SagaStateError, apply
 from payments.contracts.base import SagaEvent
 from payments.contracts.codec import Serde
 from payments.contracts.errors import ContractError
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.errors import KafkaCallError
 from payments.runtime.reader import committed_records, partitions_of
 from payments.runtime.topics import Topics
@@ -101,7 +102,7 @@ class OrchestratorReplayResult:
 # -- step 1 and 2: fold the events --------------------------------------------------------------
 
 
-def fold_events(bootstrap: str, topic: str, serde: Serde, *, timeout_s: float = 600.0,
+def fold_events(bootstrap: Kafka, topic: str, serde: Serde, *, timeout_s: float = 600.0,
                 out: TextIO | None = None, logic: OrchestratorLogic | None = None) -> Folded:
     """Read `topic` from offset zero to the end offsets captured now; fold every payment's events."""
     folded = Folded()
@@ -154,7 +155,7 @@ def _fold_record(folded: Folded, serde: Serde, partition: int, offset: int, valu
 # -- step 3: the live changelog -----------------------------------------------------------------
 
 
-def read_changelog(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> dict[str, tuple[int, bytes | None]]:
+def read_changelog(bootstrap: Kafka, topic: str, *, timeout_s: float = 300.0) -> dict[str, tuple[int, bytes | None]]:
     """The latest committed value (None: a tombstone) and partition of every key of the changelog."""
     latest: dict[str, tuple[int, bytes | None]] = {}
     try:
@@ -168,7 +169,7 @@ def read_changelog(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> d
     return latest
 
 
-def live_states(bootstrap: str, topic: str) -> dict[str, tuple[int, SagaState]]:
+def live_states(bootstrap: Kafka, topic: str) -> dict[str, tuple[int, SagaState]]:
     """The changelog's current snapshot (partition, state) per payment; tombstoned keys are absent."""
     logic = OrchestratorLogic()
     return {key: (partition, logic.decode_state(value))
@@ -194,15 +195,15 @@ def compare(folded: Folded, live: dict[str, tuple[int, SagaState]]) -> list[Diff
 # -- step 4: write ------------------------------------------------------------------------------
 
 
-def write_snapshots(bootstrap: str, topic: str, records: list[tuple[int, str, bytes | None]], *,
+def write_snapshots(bootstrap: Kafka, topic: str, records: list[tuple[int, str, bytes | None]], *,
                     transactional_id: str, batch_size: int = 1000, timeout_s: float = 30.0) -> int:
     """Produce (partition, key, value) records, `batch_size` per Kafka transaction; return the transactions.
 
     Any Kafka error aborts the open transaction and raises OrchestratorReplayError: the batches
     committed before it stay (a rerun rewrites them, which is safe), nothing of the failed one does.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
-                         "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 5})
+    producer = Producer(client_config(bootstrap, {"transactional.id": transactional_id, "enable.idempotence": True,
+                                                  "partitioner": "murmur2_random", "linger.ms": 5}))
     transactions = 0
     try:
         producer.init_transactions(timeout_s)
@@ -236,12 +237,12 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None, *,
             producer.poll(0.1)
 
 
-def orchestrator_group_members(bootstrap: str, group: str, *, timeout_s: float = 10.0) -> int:
+def orchestrator_group_members(bootstrap: Kafka, group: str, *, timeout_s: float = 10.0) -> int:
     """How many members the orchestrator's consumer group has (0 when the group does not exist).
 
     Any other failure raises: "cannot tell" must never pass for "nobody is running".
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     for attempt in range(1, DESCRIBE_ATTEMPTS_MAX + 1):
         try:
             description = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
@@ -272,7 +273,7 @@ def retire(folded: Folded, live: dict[str, tuple[int, SagaState]], logic: Orches
     return stale
 
 
-def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool = False,
+def replay_orchestrator(*, bootstrap: Kafka, topics: Topics, serde: Serde, verify_only: bool = False,
                         force: bool = False, batch_size: int = 1000, config: SagaConfig | None = None,
                         now: datetime | None = None, out: TextIO = sys.stderr) -> OrchestratorReplayResult:
     """Steps 1-4 of the module docstring. `config` gives the retention (the orchestrator's own)."""
@@ -283,7 +284,7 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
         if members:
             raise OrchestratorReplayError(f"the orchestrator is running ({members} member(s) in group "
                                           f"{topics.group(SERVICE)}); stop it first or pass --force")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     metadata = admin.list_topics(timeout=10).topics
     counts = {name: len(metadata[name].partitions) for name in (topics.events, changelog) if name in metadata}
     if changelog not in counts:
@@ -324,7 +325,7 @@ def replay_orchestrator(*, bootstrap: str, topics: Topics, serde: Serde, verify_
     return result
 
 
-def run_command(*, bootstrap: str, topics: Topics, serde: Serde, verify_only: bool, force: bool,
+def run_command(*, bootstrap: Kafka, topics: Topics, serde: Serde, verify_only: bool, force: bool,
                 config: SagaConfig | None = None) -> int:
     """`payments replay orchestrator [--verify] [--force]`; prints the outcome, returns the exit code
     (0 done or no differences, 1 failed, 2 --verify found differences)."""

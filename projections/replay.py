@@ -46,6 +46,7 @@ from payments.contracts.codec import Serde
 from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
+from payments.runtime.connection import Kafka
 from payments.runtime.errors import KafkaCallError
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.records import headers_of
@@ -104,7 +105,7 @@ class ReplayResult:
 # -- step 1: offsets ------------------------------------------------------------------------------
 
 
-def topic_bounds(bootstrap: str, topic_names: Iterable[str]) -> dict[tuple[str, int], tuple[int, int]]:
+def topic_bounds(bootstrap: Kafka, topic_names: Iterable[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """(start, end) offsets per partition; end is the read_committed end (last stable offset)."""
     partitions = partitions_of(bootstrap, topic_names)
     starts = end_offsets(bootstrap, partitions, earliest=True)
@@ -231,7 +232,7 @@ def rebuild(runner: ProjectionRunner, bounds: dict[tuple[str, int], tuple[int, i
 # -- step 4: verify -------------------------------------------------------------------------------
 
 
-def fold_records(spec: ProjectionSpec, bootstrap: str, bounds: dict[tuple[str, int], tuple[int, int]], serde: Serde,
+def fold_records(spec: ProjectionSpec, bootstrap: Kafka, bounds: dict[tuple[str, int], tuple[int, int]], serde: Serde,
                  *, until_ms: int | None, timeout_s: float = 300.0) -> Rows:
     """A fresh in-memory fold of the same committed records the rebuild read."""
     fold = spec.fold()
@@ -337,7 +338,7 @@ def swap_in(database_url: str, name: str, source_schema: str, *, live_schema: st
 # -- the command ----------------------------------------------------------------------------------
 
 
-def replay(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topics: Topics, serde: Serde,
+def replay(spec: ProjectionSpec, *, bootstrap: Kafka, database_url: str, topics: Topics, serde: Serde,
            until: datetime | None = None, swap: bool = True, config: ReplayConfig | None = None,
            out: TextIO = sys.stderr) -> ReplayResult:
     """Steps 1-5 of the module docstring; --until (`until`) builds `asof_...` and never swaps."""
@@ -368,7 +369,7 @@ def replay(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topics: T
     return result
 
 
-def run_command(spec: ProjectionSpec, *, bootstrap: str, database_url: str, topics: Topics, serde: Serde,
+def run_command(spec: ProjectionSpec, *, bootstrap: Kafka, database_url: str, topics: Topics, serde: Serde,
                 until_text: str | None, no_swap: bool, swap_in_schema: str | None) -> int:
     """`payments replay <projection> [--until T] [--no-swap] [--swap-in SCHEMA]`; prints the outcome."""
     try:

@@ -53,6 +53,7 @@ from payments.contracts.envelope import parse_headers
 from payments.contracts.errors import ContractError
 from payments.contracts.messages import Message
 from payments.runtime import metrics, tracing
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.deadletter import reason_code_of
 from payments.runtime.errors import FatalProcessorError
 from payments.runtime.health import Health, read_positions, start_lag_probe
@@ -103,7 +104,7 @@ class RunnerConfig:
 
 
 class ProjectionRunner:
-    def __init__(self, projection: Projection, *, bootstrap_servers: str, database_url: str, topics: Topics,
+    def __init__(self, projection: Projection, *, bootstrap_servers: Kafka, database_url: str, topics: Topics,
                  serde: Serde, config: RunnerConfig | None = None, watchdog: Watchdog | None = None,
                  health: Health | None = None) -> None:
         self.projection = projection
@@ -125,8 +126,7 @@ class ProjectionRunner:
         # The next offsets this runner last stored or loaded (None: nothing stored): step 3's fence.
         self._positions: dict[tuple[str, int], int | None] = {}
         self._read: dict[tuple[str, int], int] = {}  # the consumer's positions, taken by the loop when idle
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
+        self.consumer = Consumer(client_config(bootstrap_servers, {
             "group.id": topics.group(f"projection-{projection.name}"),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -135,7 +135,7 @@ class ProjectionRunner:
             "max.poll.interval.ms": 120_000,
             # A crashed runner's partitions move to a live one after this long (the 45 s default is slow).
             "session.timeout.ms": 10_000,
-        })
+        }))
 
     def run(self, stop: threading.Event) -> None:
         """Apply batches until `stop`. A Kafka or database error outside a batch's own retries (a rebalance

@@ -20,6 +20,7 @@ from ops.settings import Settings
 from payments.contracts.codec import Serde
 from payments.contracts.topics import DLQ_REDRIVES
 from payments.runtime.config import PRODUCER_MESSAGE_BYTES_MAX
+from payments.runtime.connection import client_config
 from payments.runtime.deadletter import original_headers
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.records import headers_of
@@ -48,7 +49,7 @@ def _letters(records: Iterable[Any], serde: Serde, topics: Topics,
 def read_letters(settings: Settings, keep_value: Callable[[Letter], bool] = lambda letter: False) -> list[Letter]:
     """Every committed record of the DLQ up to its current end; values only of those `keep_value` keeps."""
     dlq = settings.topics.dlq
-    records = committed_records(settings.bootstrap_servers, partitions_of(settings.bootstrap_servers, [dlq]),
+    records = committed_records(settings.kafka, partitions_of(settings.kafka, [dlq]),
                                 timeout_s=READ_TIMEOUT_S)
     return _letters(records, settings.serde(), settings.topics, keep_value)
 
@@ -56,15 +57,15 @@ def read_letters(settings: Settings, keep_value: Callable[[Letter], bool] = lamb
 def read_letter(settings: Settings, partition: int, offset: int) -> Letter:
     """The DLQ record at partition:offset, value kept (DlqError if there is no committed record there)."""
     dlq = settings.topics.dlq
-    known = partitions_of(settings.bootstrap_servers, [dlq])
+    known = partitions_of(settings.kafka, [dlq])
     if (dlq, partition) not in known:
         raise DlqError(f"{dlq} has no partition {partition} (it has {len(known)})")
-    first = end_offsets(settings.bootstrap_servers, [(dlq, partition)], earliest=True)[(dlq, partition)]
-    end = end_offsets(settings.bootstrap_servers, [(dlq, partition)])[(dlq, partition)]
+    first = end_offsets(settings.kafka, [(dlq, partition)], earliest=True)[(dlq, partition)]
+    end = end_offsets(settings.kafka, [(dlq, partition)])[(dlq, partition)]
     if not first <= offset < end:
         raise DlqError(f"no dead letter at {partition}:{offset}: partition {partition} of {dlq} holds "
                        f"offsets {first} to {end - 1} (committed)")
-    records = committed_records(settings.bootstrap_servers, [(dlq, partition)], starts={(dlq, partition): offset},
+    records = committed_records(settings.kafka, [(dlq, partition)], starts={(dlq, partition): offset},
                                 ends={(dlq, partition): offset + 1}, timeout_s=KAFKA_CALL_TIMEOUT_S)
     found = _letters(records, settings.serde(), settings.topics, lambda letter: True)
     if not found:
@@ -80,13 +81,13 @@ def audit_topic(settings: Settings) -> str:
 def read_redrives(settings: Settings) -> list[Redrive]:
     """Every committed audit record; none when the audit topic does not exist yet (nothing was ever redriven)."""
     topic = audit_topic(settings)
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka))
     metadata = retry_kafka(lambda: admin.list_topics(timeout=KAFKA_CALL_TIMEOUT_S).topics, "list_topics")
     if topic not in metadata:
         return []
     partitions = [(topic, partition) for partition in sorted(metadata[topic].partitions)]
     redrives = []
-    for record in committed_records(settings.bootstrap_servers, partitions, timeout_s=READ_TIMEOUT_S):
+    for record in committed_records(settings.kafka, partitions, timeout_s=READ_TIMEOUT_S):
         value = record.value()
         if value is None:  # a tombstone: nobody writes them, but compaction would honour one
             continue
@@ -162,14 +163,13 @@ class _Delivery:
 
 
 def redrive_producer(settings: Settings) -> Producer:
-    return Producer({
-        "bootstrap.servers": settings.bootstrap_servers,
+    return Producer(client_config(settings.kafka, {
         "transactional.id": f"{settings.topics.prefix}{TRANSACTIONAL_ID}",
         "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
         "enable.idempotence": True,
         "partitioner": "murmur2_random",  # a key lands where upstream's and our services' producers put it
         "message.max.bytes": PRODUCER_MESSAGE_BYTES_MAX,
-    })
+    }))
 
 
 def execute_redrive(settings: Settings, letters: list[Letter], selection: Selection, *, reason: str, who: str,
@@ -185,7 +185,7 @@ def execute_redrive(settings: Settings, letters: list[Letter], selection: Select
     """
     spec = [item for item in topology(settings.topics, settings.partitions) if item.name == audit_topic(settings)]
     assert spec, "the audit topic is declared in the topology (ops.registry)"
-    ensure_topics(settings.bootstrap_servers, spec)
+    ensure_topics(settings.kafka, spec)
     producer = redrive_producer(settings)
     _retrying(lambda: producer.init_transactions(KAFKA_CALL_TIMEOUT_S), "could not start the redrive transaction")
     plan = plan_redrive(letters, selection, Audit.of(read_redrives(settings), settings.topics.dlq),

@@ -11,6 +11,9 @@ Contract:
 - `KafkaCluster` runs several such nodes as one KRaft cluster (every node a broker and a voter),
   formatted with one cluster id, with replication factor `size` and `min.insync.replicas` size - 1
   for every topic and internal topic: the chaos run's cluster (tests/chaos), where a broker dies.
+- `KafkaNode(..., secure=SecureListener(...))` serves clients on SASL_SSL only: TLS with a client
+  certificate required (mutual TLS) and SASL/SCRAM-SHA-512, the users made when the storage is formatted,
+  the standard authorizer denying whatever no ACL allows (docs/security.md). The default is PLAINTEXT.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from confluent_kafka.admin import AdminClient
 
 from ops.errors import StackError
 from ops.stack.process import FileLock, ProcessHandle, wait_until
+from ops.stack.tls import BrokerKeystore, ClientCertificate
+from payments.runtime.connection import KafkaConnection, KafkaSecurity, client_config
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -110,6 +115,58 @@ def fetch_kafka(cache_dir: Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """The client listener as SASL_SSL with mutual TLS, SCRAM-SHA-512 and ACLs (a test broker's, ops.stack.tls).
+
+    `admin` is the super user, also the broker's own principal on its inter-broker connections (through this
+    listener); `users` are the other SCRAM users, name to password, made at format time with the admin. The
+    controller listener stays PLAINTEXT on loopback: its principal (User:ANONYMOUS) is a super user too, as a
+    combined node's controller authorizes the broker's own registration and heartbeats with it."""
+
+    keystore: BrokerKeystore
+    ca: Path
+    admin_password: str
+    admin_certificate: ClientCertificate  # the admin client's (and the readiness probe's) certificate
+    users: tuple[tuple[str, str], ...] = ()
+    admin: str = "admin"
+
+    def connection(self, bootstrap_servers: str, user: str, password: str,
+                   certificate: ClientCertificate | None) -> KafkaConnection:
+        """A client's connection to the listener as `user` (no `certificate`: TLS without a client certificate)."""
+        return KafkaConnection(bootstrap_servers, KafkaSecurity(
+            protocol="SASL_SSL", sasl_username=user, sasl_password=password, ssl_ca_location=str(self.ca),
+            ssl_certificate_location=None if certificate is None else str(certificate.certificate),
+            ssl_key_location=None if certificate is None else str(certificate.key)))
+
+    def properties(self, listener: str) -> list[str]:
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        prefix = f"listener.name.{listener.lower()}"
+        return [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f'{prefix}.scram-sha-512.sasl.jaas.config={scram} required username="{self.admin}" '
+            f'password="{self.admin_password}";',
+            f"{prefix}.ssl.client.auth=required",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={self.keystore.path}",
+            f"ssl.keystore.password={self.keystore.password}",
+            f"ssl.key.password={self.keystore.password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca}",
+            "ssl.endpoint.identification.algorithm=https",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{self.admin};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format` arguments that make every user (KIP-900)."""
+        users = [(self.admin, self.admin_password), *self.users]
+        return [arg for name, password in users
+                for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
+
+
+@dataclass(frozen=True)
 class KafkaNode:
     """One KRaft node whose files (config, logs, pid) all live under `home`."""
 
@@ -125,10 +182,19 @@ class KafkaNode:
     cluster_id: str | None = None
     replicas: int = 1
     jvm_options: tuple[str, ...] = (JVM_HEAP,)
+    secure: SecureListener | None = None  # None: clients connect on PLAINTEXT
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_connection(self) -> KafkaConnection:
+        """How a super user reaches this node (PLAINTEXT unless it is secured)."""
+        if self.secure is None:
+            return KafkaConnection(self.bootstrap_servers)
+        return self.secure.connection(self.bootstrap_servers, self.secure.admin, self.secure.admin_password,
+                                      self.secure.admin_certificate)
 
     @property
     def _handle(self) -> ProcessHandle:
@@ -157,8 +223,9 @@ class KafkaNode:
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}"]
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
+            scram = self.secure.scram_arguments() if self.secure else []
             subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                            "--ignore-formatted"],
+                            "--ignore-formatted", *scram],
                            check=True, capture_output=True, timeout=120)
         return self._handle.spawn([*java, "-XX:+UseG1GC", "kafka.Kafka", str(props)], log=self.home / "kafka.log")
 
@@ -181,8 +248,7 @@ class KafkaNode:
         with socket.socket() as probe:  # cheap check first: keeps librdkafka's connect errors out of the log
             if probe.connect_ex(("127.0.0.1", self.port)) != 0:
                 return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 2000,
-                             "log_level": 2})
+        admin = AdminClient(client_config(self.admin_connection, {"socket.timeout.ms": 2000, "log_level": 2}))
         try:
             metadata = admin.list_topics(timeout=2)
         except Exception:  # any failure here only means "not ready yet"
@@ -197,15 +263,17 @@ class KafkaNode:
         (self.home / "log4j2.yaml").write_text(_LOG4J2)
         props = self.home / "server.properties"
         replicas, min_isr = self.replicas, max(1, self.replicas - 1)
+        listener, protocol = ("SECURE", "SASL_SSL") if self.secure else ("PLAINTEXT", "PLAINTEXT")
         props.write_text("\n".join([
             "process.roles=broker,controller",
             f"node.id={self.node_id}",
             f"controller.quorum.voters={self.voters or f'{self.node_id}@127.0.0.1:{self.controller_port}'}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            f"listeners={listener}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners={listener}://127.0.0.1:{self.port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={listener}:{protocol},CONTROLLER:PLAINTEXT",
+            f"inter.broker.listener.name={listener}",
+            *(self.secure.properties(listener) if self.secure else []),
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={self.partitions_default}",
             # Every topic, internal ones included, on `replicas` nodes; a write (acks=all) needs all but one of

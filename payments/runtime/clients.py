@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 
 from payments.runtime.config import ProcessorConfig
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.reader import committed_records, end_offsets, end_offsets_asker, is_stable, topic_id
 from payments.runtime.store import NoStores, StateStores
 
@@ -130,33 +131,33 @@ class KafkaChangelogReader:
     with its threads and its connections to every broker (seen in the chaos run: the busy services
     starved a restarting broker of CPU for minutes)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: Kafka, topic: str) -> None:
+        self.kafka = kafka
         self.topic = topic
         self._admin: AdminClient | None = None
 
     @property
     def admin(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+            self._admin = AdminClient(client_config(self.kafka))
         return self._admin
 
     def is_stable(self, partitions: Sequence[int]) -> bool:
-        return is_stable(self.bootstrap_servers, [(self.topic, p) for p in partitions], admin=self.admin)
+        return is_stable(self.kafka, [(self.topic, p) for p in partitions], admin=self.admin)
 
     def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         wanted = [(self.topic, p) for p in partitions]
-        earliest = end_offsets(self.bootstrap_servers, wanted, earliest=True, admin=self.admin)
-        ends = end_offsets(self.bootstrap_servers, wanted, admin=self.admin)
+        earliest = end_offsets(self.kafka, wanted, earliest=True, admin=self.admin)
+        ends = end_offsets(self.kafka, wanted, admin=self.admin)
         return {p: (earliest[(self.topic, p)], ends[(self.topic, p)]) for p in partitions}
 
     def topic_id(self) -> str:
-        return topic_id(self.bootstrap_servers, self.topic, admin=self.admin)
+        return topic_id(self.kafka, self.topic, admin=self.admin)
 
     def read(self, partitions: Sequence[int], timeout_s: float, *, starts: dict[int, int] | None = None,
              ends: dict[int, int] | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
         for record in committed_records(
-                self.bootstrap_servers, [(self.topic, p) for p in partitions], timeout_s=timeout_s,
+                self.kafka, [(self.topic, p) for p in partitions], timeout_s=timeout_s,
                 starts=None if starts is None else {(self.topic, p): o for p, o in starts.items()},
                 ends=None if ends is None else {(self.topic, p): o for p, o in ends.items()}):
             key, partition = record.key(), record.partition()
@@ -164,14 +165,13 @@ class KafkaChangelogReader:
             yield partition, key, record.value()
 
 
-def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, changelog_topic: str,
+def kafka_clients(kafka: Kafka, *, group: str, transactional_id: str, changelog_topic: str,
                   config: ProcessorConfig, consumer_overrides: dict[str, Any] | None = None,
                   stores: StateStores | None = None) -> LoopClients:
     """The librdkafka clients of one processor instance."""
     connection = ConnectionWatch()
-    consumer = Consumer({
+    consumer = Consumer(client_config(kafka, {
         "error_cb": connection.on_error,
-        "bootstrap.servers": bootstrap_servers,
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -181,10 +181,9 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         "max.poll.interval.ms": config.max_poll_interval_ms,
         "session.timeout.ms": config.session_timeout_ms,
         **(consumer_overrides or {}),
-    })
-    producer = Producer({
+    }))
+    producer = Producer(client_config(kafka, {
         "error_cb": connection.on_error,
-        "bootstrap.servers": bootstrap_servers,
         "transactional.id": transactional_id,
         "transaction.timeout.ms": config.transaction_timeout_ms,
         "enable.idempotence": True,
@@ -197,6 +196,6 @@ def kafka_clients(bootstrap_servers: str, *, group: str, transactional_id: str, 
         # (confluent-kafka-python #967). The Java producer backs off 20 ms here (KAFKA-5477); so do we.
         # Later retries still back off exponentially, up to retry.backoff.max.ms (1 s).
         "retry.backoff.ms": config.retry_backoff_ms,
-    })
-    return LoopClients(consumer, producer, KafkaChangelogReader(bootstrap_servers, changelog_topic), connection,
-                       stores or NoStores(), end_offsets_asker(bootstrap_servers))
+    }))
+    return LoopClients(consumer, producer, KafkaChangelogReader(kafka, changelog_topic), connection,
+                       stores or NoStores(), end_offsets_asker(kafka))

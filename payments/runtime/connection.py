@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
@@ -74,10 +74,13 @@ def connection_of(kafka: Kafka) -> KafkaConnection:
     return kafka if isinstance(kafka, KafkaConnection) else KafkaConnection(kafka)
 
 
-def client_config(kafka: Kafka, extra: Mapping[str, object] | None = None) -> dict[str, object]:
-    """librdkafka configuration for a client of `kafka`: servers, security, then `extra`."""
+def client_config(kafka: Kafka, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka configuration for a client of `kafka`: servers, security, then `extra`.
+
+    `Any` values: the extras hold callbacks (`error_cb`) beside strings and numbers, and confluent-kafka's
+    stubs type AdminClient's and Consumer's configurations differently."""
     connection = connection_of(kafka)
-    config: dict[str, object] = {"bootstrap.servers": connection.bootstrap_servers}
+    config: dict[str, Any] = {"bootstrap.servers": connection.bootstrap_servers}
     config.update(connection.security.properties())
     if extra:
         config.update(extra)

@@ -16,18 +16,22 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicCol
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.errors import KafkaCallError, ReadTimeoutError
 from payments.runtime.retry import retry_kafka
 
 Partition = tuple[str, int]
 CONSUME_BATCH_MAX = 2000
+# A reader assigns partitions and commits nothing, but librdkafka still names a group: every principal that
+# reads is granted this group prefix (ops.acls).
+READER_GROUP_PREFIX = "reader-"
 POLL_TIMEOUT_S = 0.1  # short: the last poll of a read returns empty only after it, once past the final commit marker
 
 
-def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
+def partitions_of(bootstrap: Kafka, topics: Iterable[str]) -> list[Partition]:
     """Every partition of `topics`; KafkaCallError if the metadata cannot be had or a topic does not exist."""
     wanted = list(topics)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     metadata = retry_kafka(lambda: admin.list_topics(timeout=10).topics, "list_topics")
     missing = [topic for topic in wanted if topic not in metadata]
     if missing:
@@ -35,7 +39,7 @@ def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
     return [(topic, p) for topic in wanted for p in sorted(metadata[topic].partitions)]
 
 
-def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bool = False,
+def end_offsets(bootstrap: Kafka, partitions: Iterable[Partition], *, earliest: bool = False,
                 committed_only: bool = True, admin: AdminClient | None = None) -> dict[Partition, int]:
     """The end of each partition: the last stable offset (read_committed), or with `committed_only=False`
     the high watermark; with `earliest=True` its first offset instead. A caller that asks again and again
@@ -46,7 +50,7 @@ def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bo
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
-    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient(client_config(bootstrap))
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
 
@@ -59,7 +63,7 @@ def end_offsets(bootstrap: str, partitions: Iterable[Partition], *, earliest: bo
 
 
 def committed_records(
-    bootstrap: str,
+    bootstrap: Kafka,
     partitions: Iterable[Partition],
     *,
     starts: dict[Partition, int] | None = None,
@@ -77,8 +81,8 @@ def committed_records(
     pending = {tp for tp in wanted if ends[tp] > starts.get(tp, 0)}
     if not pending:
         return
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer = Consumer(client_config(bootstrap, {"group.id": f"{READER_GROUP_PREFIX}{uuid.uuid4().hex}",
+                                                  "enable.auto.commit": False, "isolation.level": "read_committed"}))
     try:
         consumer.assign([TopicPartition(t, p, starts.get((t, p), OFFSET_BEGINNING)) for t, p in pending])
         deadline = time.monotonic() + timeout_s
@@ -99,24 +103,24 @@ def committed_records(
         consumer.close()
 
 
-def is_stable(bootstrap: str, partitions: Iterable[Partition], *, admin: AdminClient | None = None) -> bool:
+def is_stable(bootstrap: Kafka, partitions: Iterable[Partition], *, admin: AdminClient | None = None) -> bool:
     """No transaction is open on the partitions now (last stable offset == high watermark). A caller that
     asks again and again passes its own `admin`."""
     wanted = list(partitions)
-    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient(client_config(bootstrap))
     return (end_offsets(bootstrap, wanted, admin=admin)
             == end_offsets(bootstrap, wanted, committed_only=False, admin=admin))
 
 
-def end_offsets_asker(bootstrap: str) -> Callable[[list[Partition]], dict[Partition, int]]:
+def end_offsets_asker(bootstrap: Kafka) -> Callable[[list[Partition]], dict[Partition, int]]:
     """`end_offsets` on one AdminClient kept for every call (a lag probe asks every few seconds)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     return lambda partitions: end_offsets(bootstrap, partitions, admin=admin)
 
 
-def topic_id(bootstrap: str, topic: str, *, admin: AdminClient | None = None) -> str:
+def topic_id(bootstrap: Kafka, topic: str, *, admin: AdminClient | None = None) -> str:
     """The id Kafka gave `topic` when it was created (KafkaCallError if it cannot be had)."""
-    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient(client_config(bootstrap))
 
     def describe() -> str:
         futures = admin.describe_topics(TopicCollection([topic]), request_timeout=30)

@@ -44,6 +44,19 @@ def gave_up_transient(error: KafkaCallError) -> bool:
     return isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError) and is_transient(cause.args[0])
 
 
+AUTHORIZATION_CODES: Final = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+})
+
+
+def refused_authorization(error: KafkaCallError) -> bool:
+    """Whether `error` ended a call the cluster's ACLs refused (this principal may not do it)."""
+    cause = error.__cause__
+    return (isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError)
+            and cause.args[0].code() in AUTHORIZATION_CODES)
+
+
 def retry_kafka(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS_MAX, backoff_s: float = 0.1,
                 backoff_max_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> T:
     """`call()`, asked again through transient Kafka errors, at most `attempts` times."""

@@ -18,6 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from payments.contracts import topics as base
 from payments.runtime.config import TOPIC_MESSAGE_BYTES_MAX
+from payments.runtime.connection import Kafka, client_config
 from payments.runtime.errors import TopologyError
 from payments.runtime.retry import is_transient, retry_kafka
 
@@ -84,14 +85,18 @@ class TopicSpec:
         return NewTopic(self.name, num_partitions=self.partitions, replication_factor=-1, config=config)
 
 
-def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
+def ensure_topics(kafka: Kafka, specs: list[TopicSpec]) -> None:
     """Create missing topics; fail loudly if an existing one has another partition count.
+
+    When every topic exists, no CreateTopics request is sent: a principal without CREATE (ACLs,
+    docs/security.md) starts on topics an admin made. A topic the principal may not DESCRIBE is not
+    in its metadata, so it looks missing; creating it is then refused for authorization.
 
     A partition count mismatch would silently break co-partitioning, so it is an error (TopologyError),
     not a warning. Listing and creating are asked again through transient errors, with a bound
     (payments.runtime.retry); past it, or when Kafka refuses a topic, KafkaCallError.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(kafka))
     existing = retry_kafka(lambda: admin.list_topics(timeout=CREATE_TIMEOUT_S).topics, "list_topics")
     missing = [spec for spec in specs if spec.name not in existing]
     for spec in specs:
@@ -127,23 +132,23 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
     retry_kafka(create_pending, f"create_topics {', '.join(sorted(pending))}")
 
 
-def wait_for_kafka(bootstrap_servers: str, stop: threading.Event, *, attempt_timeout_s: float = 5.0,
+def wait_for_kafka(kafka: Kafka, stop: threading.Event, *, attempt_timeout_s: float = 5.0,
                    pause_s: float = 2.0) -> bool:
     """Block until the cluster answers a metadata request, logging each wait; False if `stop` came first.
 
     A service started while Kafka is down (or restarting) waits for it instead of exiting.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(kafka))
     waited = 0
     while not stop.is_set():
         try:
             admin.list_topics(timeout=attempt_timeout_s)
             if waited:
-                log.info("kafka_available", bootstrap_servers=bootstrap_servers, attempts=waited)
+                log.info("kafka_available", bootstrap_servers=str(kafka), attempts=waited)
             return True
         except KafkaException as error:
             waited += 1
-            log.warning("waiting_for_kafka", bootstrap_servers=bootstrap_servers, attempt=waited,
+            log.warning("waiting_for_kafka", bootstrap_servers=str(kafka), attempt=waited,
                         error=error.args[0].name())
             stop.wait(pause_s)
     return False

@@ -87,3 +87,18 @@ def test_a_stop_while_waiting_for_topics_is_a_clean_exit(
     outcomes.append(call_error(KafkaError.REQUEST_TIMED_OUT))
     monkeypatch.setattr(launch, "threading", SimpleNamespace(Event=StoppedDuringPause))
     assert launch._start("gate", Settings.load({}), 60.0) == EXIT_OK
+
+
+def test_a_topic_refused_for_authorization_says_to_make_the_topics_as_an_admin(
+        outcomes: list[Exception | None], capsys: pytest.CaptureFixture[str]) -> None:
+    outcomes.append(call_error(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    assert launch._start("gate", Settings.load({}), 60.0) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "`payments topics ensure`" in err
+
+
+def test_a_topic_refused_for_another_reason_gives_no_admin_hint(
+        outcomes: list[Exception | None], capsys: pytest.CaptureFixture[str]) -> None:
+    outcomes.append(call_error(KafkaError.POLICY_VIOLATION))
+    assert launch._start("gate", Settings.load({}), 60.0) == EXIT_CONFIG
+    assert "topics ensure" not in capsys.readouterr().err
