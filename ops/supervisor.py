@@ -23,7 +23,7 @@ STOP_TIMEOUT_S = 30
 READY_TIMEOUT_S = 60
 # What a service logs once it owns partitions and has restored its state (a simulator: once it listens).
 READY_EVENTS = ('"event": "partitions_restored"', '"event": "projection_assigned"',
-                '"event": "partner_sim_listening"')
+                '"event": "partner_sim_listening"', '"event": "http_intake_listening"')
 
 
 def free_port() -> int:
