@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos test demo stack-up stack-down bench bench-state clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos deploy-check test demo stack-up stack-down bench bench-state clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,8 +47,13 @@ chaos: $(STAMP) ## Seeded chaos on a 3-broker cluster: 20,000 payments, >= 50 pr
 	$(BIN)/payments stack fetch
 	$(BIN)/python -m tests.chaos --seed $${SEED:-1} --payments $${PAYMENTS:-20000} --rate $${RATE:-60} $(CHAOS_ARGS)
 
+deploy-check: $(STAMP) ## The image, compose file and Helm chart through hadolint, compose-go, helm lint and kubeconform (tests/deploy)
+	$(BIN)/payments stack tools
+	$(BIN)/pytest tests/deploy -q $(PYTEST_ARGS)
+
 test: $(STAMP) lint typecheck schemas-check ## Install everything and run the whole suite (lint, types, schemas, all tests; the short chaos run, not make faults)
 	$(BIN)/payments stack fetch
+	$(BIN)/payments stack tools
 	$(BIN)/pytest -q --durations=25 -m "not faults" $(PYTEST_ARGS)
 
 demo: $(STAMP) ## Bring the stack up, run the services, publish sample payments, report, shut down

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 from consumers.errors import ParticipantError
 from intake.errors import IntakeError
 from ops.errors import ConfigError, OpsError
-from ops.registry import PROJECTIONS, SERVICES, SIMULATORS
+from ops.registry import GATEWAYS, PROJECTIONS, SERVICES, SIMULATORS
 from ops.settings import Settings
 from orchestrator.errors import OrchestratorError
 from payments.errors import PaymentsError
@@ -29,7 +29,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 # Operator commands that live in their own module: each has `add_parser(commands)`, which adds its
 # subcommand and sets `handler(args, settings) -> int` on it.
-OPERATOR_COMMANDS: tuple[str, ...] = ("ops.reconcile", "ops.dlq", "ops.inspect")
+OPERATOR_COMMANDS: tuple[str, ...] = ("ops.reconcile", "ops.dlq", "ops.inspect", "ops.topics", "ops.acls")
 KNOWN_ERRORS = (OpsError, PaymentsError, IntakeError, ParticipantError, OrchestratorError, ProjectionError,
                 psycopg.Error, KafkaException)
 
@@ -37,6 +37,12 @@ KNOWN_ERRORS = (OpsError, PaymentsError, IntakeError, ParticipantError, Orchestr
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from ops.stack import LocalStack, fetch_kafka
 
+    if args.action == "tools":  # the deployment validators (tests/deploy), built into the cache
+        from ops.stack.tools import fetch_deploy_tools
+
+        for name, path in fetch_deploy_tools(settings.jar_cache).items():
+            print(f"{name}: {path}")
+        return 0
     stack = LocalStack.of(settings)
     if args.action == "fetch":
         print(f"kafka jars: {fetch_kafka(settings.jar_cache)}")
@@ -62,6 +68,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.service in SIMULATORS:
         return run_simulator(args.service, settings)
+    if args.service in GATEWAYS:
+        from ops.http_intake import run_http_intake
+
+        return run_http_intake(settings)
     if args.service != "projection":
         return run_service(args.service, settings)
     if args.name not in PROJECTIONS:
@@ -83,12 +93,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.projection == "orchestrator":
         from orchestrator.replay import run_command as replay_orchestrator
 
-        return replay_orchestrator(bootstrap=settings.bootstrap_servers, topics=settings.topics,
+        return replay_orchestrator(bootstrap=settings.kafka, topics=settings.topics,
                                    serde=settings.serde(), verify_only=args.verify, force=args.force,
                                    config=settings.saga())
     from projections.replay import run_command as replay_projection
 
-    return replay_projection(PROJECTIONS[args.projection], bootstrap=settings.bootstrap_servers,
+    return replay_projection(PROJECTIONS[args.projection], bootstrap=settings.kafka,
                              database_url=settings.database, topics=settings.topics, serde=settings.serde(),
                              until_text=args.until, no_swap=args.no_swap, swap_in_schema=args.swap_in)
 
@@ -113,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     stack = commands.add_parser("stack", help="the local Kafka + PostgreSQL stack (development and tests)")
-    stack.add_argument("action", choices=["up", "down", "status", "fetch", "purge"],
-                       help="purge: stop and delete all local data")
+    stack.add_argument("action", choices=["up", "down", "status", "fetch", "tools", "purge"],
+                       help="fetch: Kafka's jars; tools: helm, kubeconform and schemas for tests/deploy; "
+                            "purge: stop and delete all local data")
     stack.set_defaults(handler=_stack)
 
     schemas = commands.add_parser("schemas", help="message schemas")
@@ -122,12 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.set_defaults(handler=_schemas)
 
     services = "\n".join([*(f"  {name:22} {spec.summary}" for name, spec in SERVICES.items()),
-                          *(f"  {name:22} {summary}" for name, summary in SIMULATORS.items())])
+                          *(f"  {name:22} {summary}" for name, summary in SIMULATORS.items()),
+                          *(f"  {name:22} {summary}" for name, summary in GATEWAYS.items())])
     projections = "\n".join(f"  projection {name:11} {spec.summary}" for name, spec in PROJECTIONS.items())
     run = commands.add_parser("run", help="run one service process in the foreground",
                               epilog=f"services:\n{services}\n{projections}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("service", choices=[*SERVICES, *SIMULATORS, "projection"])
+    run.add_argument("service", choices=[*SERVICES, *SIMULATORS, *GATEWAYS, "projection"])
     run.add_argument("name", nargs="?", help=f"with `projection`: one of {', '.join(PROJECTIONS)}")
     run.set_defaults(handler=_run)
 

@@ -1,7 +1,9 @@
 """Every service and every projection, declared once. Everything else is derived from this module:
 
 - the topology (which topics exist: every service's inputs and outputs, its changelog, every
-  projection's inputs, and the dead-letter topic), created by every process at start;
+  projection's inputs, and the dead-letter topic), made by `payments topics ensure`; each process
+  makes the part it uses at start if missing (`process_topology`);
+- the least-privilege Kafka ACLs of every principal (ops.acls);
 - `payments run <service>` and `payments run projection <name>` (names, help text, what they build);
 - `payments replay <projection>` (the projection's migrations and fold);
 - the demo, the tests' and the benchmark's process lists.
@@ -35,7 +37,8 @@ from projections.report import SettlementReportFold, SettlementReportProjection
 from projections.spec import ProjectionSpec
 from projections.status import PaymentStatusFold, PaymentStatusProjection
 
-CORE_MIGRATIONS = ("0001_projection_core.sql", "0005_dead_letter_reason_code.sql")  # shared bookkeeping
+# Shared bookkeeping, and the HTTP intake's Idempotency-Key store (not a read model: nothing replays it).
+CORE_MIGRATIONS = ("0001_projection_core.sql", "0005_dead_letter_reason_code.sql", "0006_http_idempotency.sql")
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,30 @@ def topology(topics: Topics, partitions: int) -> list[TopicSpec]:
     return specs
 
 
+def process_topology(process: str, topics: Topics, partitions: int) -> list[TopicSpec]:
+    """The part of the topology one process uses, which it creates at start if missing: a service's inputs,
+    outputs, changelog and the dead-letter topic, or a projection's inputs (`process` is `projection-<name>`;
+    it keeps its dead letters in PostgreSQL). Only these: on a secured cluster its principal may describe no
+    other topic (ops.acls)."""
+    if process.startswith("projection-"):
+        names = {topics.name(name) for name in PROJECTIONS[process.removeprefix("projection-")].projection().topics}
+    else:
+        logic = SERVICES[process].logic
+        names = {topics.name(name) for name in (*logic.input_topics, *logic.output_topics, DLQ)}
+        names.add(topics.changelog(process))
+    return [spec for spec in topology(topics, partitions) if spec.name in names]
+
+
 # Processes that stand in for systems outside ours, for development, tests and the demo (not production).
 SIMULATORS: dict[str, str] = {
     "partner-sim": "the simulated partner's HTTP API on PAYMENTS_PARTNER_SIM_PORT (PAYMENTS_PARTNER_* behaviour)",
+}
+
+
+# Front doors for systems that cannot use Kafka (docs/http-intake.md). Not in the local pipeline
+# (`process_args`): they need an OAuth2 issuer to trust.
+GATEWAYS: dict[str, str] = {
+    "http-intake": "the HTTP API for commands and payment status on PAYMENTS_HTTP_PORT (OAuth2 bearer tokens)",
 }
 
 

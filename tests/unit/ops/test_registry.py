@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from ops.cli import build_parser
-from ops.registry import CORE_MIGRATIONS, PROJECTIONS, SERVICES, SIMULATORS, process_args, topology
+from ops.registry import CORE_MIGRATIONS, GATEWAYS, PROJECTIONS, SERVICES, SIMULATORS, process_args, topology
 from ops.settings import Settings
 from payments.contracts.messages import MESSAGE_TYPES
 from payments.contracts.topics import DLQ
@@ -55,7 +55,7 @@ def test_the_command_line_offers_every_registered_service_and_projection() -> No
     run = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     assert run.get_default("handler") is not None
     choices = next(action.choices for action in run._actions if action.dest == "service")
-    assert list(choices) == [*SERVICES, *SIMULATORS, "projection"]
+    assert list(choices) == [*SERVICES, *SIMULATORS, *GATEWAYS, "projection"]
     assert all(f"projection {name}" in run.epilog for name in PROJECTIONS)
     assert all(name in run.epilog for name in SIMULATORS)
     assert process_args() == ([[name] for name in SIMULATORS] + [[name] for name in SERVICES]
