@@ -4,7 +4,8 @@ A token is accepted when all of these hold, else 401 `invalid_token`:
   - its header names an allowed asymmetric algorithm (never `none`, never HMAC, whatever the JWKS or the
     token say: OAuthConfig refuses them) and a `kid`;
   - the JWKS holds that `kid` (for an unknown one the JWKS is fetched again, at most once per
-    `jwks_refetch_min_s`: key rotation works, and a flood of made-up kids costs one fetch per interval),
+    `jwks_refetch_min_s`: key rotation works, and a flood of made-up kids costs one fetch per interval;
+    keys older than `jwks_max_age_s` are fetched again, so a withdrawn key stops verifying),
     and the key is of the algorithm's kind (and of the algorithm the JWK names, if it names one);
   - the signature verifies; `iss` and `aud` are the configured ones; `exp` has not passed and `nbf` (if
     any) has come, both within `leeway_s`;
@@ -23,8 +24,11 @@ from typing import Any
 
 import httpx
 import jwt
+import structlog
 
 from intake.http.config import OAuthConfig
+
+log = structlog.get_logger(__name__)
 
 CLIENT_CHARS_MAX = 255
 REALM = "payments"
@@ -171,6 +175,13 @@ class KeySet:
         self._keys = parse_jwks(document, self.config.algorithms)
 
     async def key(self, kid: str) -> SigningKey | None:
+        if self._stale():
+            async with self._lock:
+                if self._stale():
+                    try:
+                        await self.refresh()
+                    except IssuerUnavailable as error:  # keep verifying with the keys held
+                        log.warning("jwks_refresh_failed", error=str(error))
         if kid in self._keys:
             return self._keys[kid]
         async with self._lock:  # concurrent requests with the new kid share one fetch
@@ -183,6 +194,9 @@ class KeySet:
         if not self._keys:  # nothing to verify any token with: the issuer is the problem, not the token
             raise IssuerUnavailable(f"no signing key from {self.config.jwks_url} yet")
         return self._keys.get(kid)
+
+    def _stale(self) -> bool:
+        return self._fetched_at is not None and self._clock() - self._fetched_at >= self.config.jwks_max_age_s
 
     def _may_refetch(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at >= self.config.jwks_refetch_min_s

@@ -20,6 +20,9 @@ class OAuthConfig:
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     leeway_s: int = 30
     jwks_refetch_min_s: float = 10.0  # an unknown `kid` fetches the JWKS again, at most this often
+    # Keys held longer than this are fetched again at the next request, so a key the issuer withdrew (a
+    # rotation's end, a compromise) stops verifying within this long. An unreachable issuer keeps the keys.
+    jwks_max_age_s: float = 300.0
     jwks_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:

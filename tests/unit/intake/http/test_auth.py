@@ -142,6 +142,29 @@ def test_an_unknown_kid_fetches_the_jwks_again_at_most_once_per_interval(issuer:
     asyncio.run(scenario())
 
 
+def test_a_key_the_issuer_withdraws_stops_verifying_once_the_keys_are_older_than_their_max_age(
+        issuer: Issuer) -> None:
+    clock = Clock()
+    auth, fetches = authenticator(issuer, clock)
+
+    async def scenario() -> None:
+        await auth.keys.refresh()
+        token = issuer.token("k1")
+        assert (await auth.authenticate(f"Bearer {token}")).client == "client-a"
+        issuer.published.clear()  # the issuer's rotation ends: k1 withdrawn, k2 its only key
+        issuer.add_rsa("k2")
+        clock.now += CONFIG.jwks_max_age_s - 1
+        assert (await auth.authenticate(f"Bearer {token}")).client == "client-a"  # not stale yet: no fetch
+        assert fetches[0] == 1
+        clock.now += 1
+        with pytest.raises(AuthError, match="no key 'k1'"):
+            await auth.authenticate(f"Bearer {token}")
+        assert fetches[0] == 2
+        assert (await auth.authenticate(f"Bearer {issuer.token('k2')}")).client == "client-a"
+
+    asyncio.run(scenario())
+
+
 def test_the_issuer_unreachable_with_no_key_held_is_unavailable_not_unauthorised(issuer: Issuer) -> None:
     import httpx
 
