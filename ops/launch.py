@@ -22,7 +22,7 @@ from payments.observability import configure_logging
 from payments.runtime import metrics
 from payments.runtime.calls import CallRunner
 from payments.runtime.clients import kafka_clients
-from payments.runtime.errors import KafkaCallError, TopologyError
+from payments.runtime.errors import KafkaCallError, KafkaCredentialsError, TopologyError
 from payments.runtime.health import Health, serve_health
 from payments.runtime.processor import Processor
 from payments.runtime.retry import gave_up_transient, refused_authorization
@@ -86,8 +86,13 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
         serve_health(health, settings.health_port)
     attempt = 0
     while True:
-        if not wait_for_kafka(settings.kafka, stop):
-            return EXIT_OK
+        try:
+            if not wait_for_kafka(settings.kafka, stop):
+                return EXIT_OK
+        except KafkaCredentialsError as error:
+            log.error("kafka_credentials_refused", service=name, error=str(error), exit_code=EXIT_CONFIG)
+            print(f"payments run {name}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
         try:
             # Only the topics this process uses: a service principal on a secured cluster may describe
             # nothing else (deploy/kafka/acls.json), and when they all exist no CreateTopics is sent.

@@ -27,6 +27,11 @@ class TopologyError(ServiceError):
     """A topic is missing or has another shape than declared (e.g. a different partition count)."""
 
 
+class KafkaCredentialsError(ServiceError):
+    """The brokers refuse this client's credentials (SASL authentication or the TLS handshake failed):
+    configuration, not an outage; waiting does not mend it."""
+
+
 class KafkaCallError(ServiceError):
     """A Kafka admin, metadata or offset call failed with a non-retriable error or past its retry bound."""
 

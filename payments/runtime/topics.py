@@ -19,7 +19,7 @@ from confluent_kafka.cimpl import NewTopic
 from payments.contracts import topics as base
 from payments.runtime.config import TOPIC_MESSAGE_BYTES_MAX
 from payments.runtime.connection import Kafka, client_config
-from payments.runtime.errors import TopologyError
+from payments.runtime.errors import KafkaCredentialsError, TopologyError
 from payments.runtime.retry import is_transient, retry_kafka
 
 CREATE_TIMEOUT_S = 30
@@ -132,14 +132,20 @@ def ensure_topics(kafka: Kafka, specs: list[TopicSpec]) -> None:
     retry_kafka(create_pending, f"create_topics {', '.join(sorted(pending))}")
 
 
+CREDENTIAL_ERRORS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
 def wait_for_kafka(kafka: Kafka, stop: threading.Event, *, attempt_timeout_s: float = 5.0,
-                   pause_s: float = 2.0) -> bool:
+                   pause_s: float = 2.0, refusals_max: int = 3) -> bool:
     """Block until the cluster answers a metadata request, logging each wait; False if `stop` came first.
 
-    A service started while Kafka is down (or restarting) waits for it instead of exiting.
+    A service started while Kafka is down (or restarting) waits for it instead of exiting. One whose
+    credentials the brokers refuse (SASL authentication, the TLS handshake) `refusals_max` attempts in a
+    row raises KafkaCredentialsError instead: a wrong password or certificate is not mended by waiting.
     """
-    admin = AdminClient(client_config(kafka))
-    waited = 0
+    reported: list[KafkaError] = []
+    admin = AdminClient(client_config(kafka, {"error_cb": reported.append}))
+    waited = refused = 0
     while not stop.is_set():
         try:
             admin.list_topics(timeout=attempt_timeout_s)
@@ -148,7 +154,15 @@ def wait_for_kafka(kafka: Kafka, stop: threading.Event, *, attempt_timeout_s: fl
             return True
         except KafkaException as error:
             waited += 1
+            reported.clear()
+            admin.poll(0)  # serves error_cb: why the connections failed
+            credentials = [e for e in reported if e.code() in CREDENTIAL_ERRORS]
+            refused = refused + 1 if credentials else 0
+            if refused >= refusals_max:
+                raise KafkaCredentialsError(
+                    f"the brokers at {kafka} refuse this client's credentials ({credentials[-1].str()}): check "
+                    "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and the client certificate (docs/security.md)") from None
             log.warning("waiting_for_kafka", bootstrap_servers=str(kafka), attempt=waited,
-                        error=error.args[0].name())
+                        error=(credentials[-1] if credentials else error.args[0]).name())
             stop.wait(pause_s)
     return False

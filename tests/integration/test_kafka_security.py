@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,10 +37,10 @@ from payments.contracts import topics as base
 from payments.contracts.envelope import build_headers
 from payments.contracts.events import PaymentSettled
 from payments.runtime.connection import KafkaConnection, KafkaSecurity, client_config
-from payments.runtime.errors import KafkaCallError
+from payments.runtime.errors import KafkaCallError, KafkaCredentialsError
 from payments.runtime.reader import committed_records, end_offsets, partitions_of
 from payments.runtime.retry import refused_authorization
-from payments.runtime.topics import Topics, TopicSpec, ensure_topics
+from payments.runtime.topics import Topics, TopicSpec, ensure_topics, wait_for_kafka
 from tests.e2e.pipeline import FAST_ENV
 from tests.support import PARTITIONS, make_initiate, partner_env, serde, wait_for
 
@@ -235,6 +236,20 @@ def test_a_wrong_password_fails_sasl_authentication(broker: SecureBroker) -> Non
     error = first_error(broker.user("risk", password="not-the-password"))
     assert error.code() == KafkaError._AUTHENTICATION, error
     assert "SASL authentication" in error.str() or "Authentication failed" in error.str()
+
+
+def test_a_service_with_a_wrong_password_stops_waiting_and_says_which_settings_to_check(
+        broker: SecureBroker) -> None:
+    """What a service does at start (ops.launch): a refused password is a configuration error (exit 2),
+    not a Kafka outage to wait out; with the right password the same wait returns at once."""
+    stop = threading.Event()
+    deadline = threading.Timer(30.0, stop.set)  # a wait that never gives up returns False then, and fails here
+    deadline.start()
+    with pytest.raises(KafkaCredentialsError, match="KAFKA_SASL_PASSWORD") as refused:
+        wait_for_kafka(broker.user("risk", password="not-the-password"), stop, attempt_timeout_s=1.0, pause_s=0.1)
+    assert "not-the-password" not in str(refused.value)
+    assert wait_for_kafka(broker.user("risk"), stop, attempt_timeout_s=5.0)
+    deadline.cancel()
 
 
 def test_a_service_user_is_denied_another_services_topics_and_allowed_its_own(
