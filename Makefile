@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos deploy-check test demo stack-up stack-down bench bench-state clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos deploy-check test demo stack-up stack-down bench bench-http bench-state clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench: $(STAMP) ## The whole pipeline: max rate, open-loop latency sweep, profil
 	$(BIN)/python benchmarks/pipeline.py --payments $${PAYMENTS:-6000} --seconds $${SECONDS_PER_RATE:-20} \
 		--partner-latency $${PARTNER_LATENCY_MS:-1} --profile
 	$(BIN)/python benchmarks/partner_gateway.py --calls $${CALLS:-20000}
+
+bench-http: $(STAMP) ## The HTTP intake: POST /v1/payments per second and latency, against an acknowledged Kafka produce (prints figures)
+	$(BIN)/python benchmarks/http_intake.py --requests $${REQUESTS:-3000} --concurrency $${CONCURRENCY:-32}
 
 bench-state: $(STAMP) ## Restore time, memory and changelog bytes per change with a long history (prints figures)
 	$(BIN)/python benchmarks/state_history.py --history $${HISTORY:-1000000} --retained $${RETAINED:-100000}
