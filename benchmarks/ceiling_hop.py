@@ -20,19 +20,22 @@ import sys
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from ops.settings import Settings
+from payments.runtime.connection import Kafka, KafkaConnection, client_config
+
 CALL_TIMEOUT_S = 30.0
 POLL_TIMEOUT_S = 0.1  # as the services' loop (ProcessorConfig.poll_timeout_ms)
 
 
-def run(bootstrap: str, source: str, sink: str, group: str, *, expected: int, batch: int) -> int:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+def run(bootstrap: Kafka, source: str, sink: str, group: str, *, expected: int, batch: int) -> int:
+    consumer = Consumer(client_config(bootstrap, {
+        "group.id": group, "enable.auto.commit": False,
         "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-    })
-    producer = Producer({
-        "bootstrap.servers": bootstrap, "transactional.id": f"{group}-0", "enable.idempotence": True,
+    }))
+    producer = Producer(client_config(bootstrap, {
+        "transactional.id": f"{group}-0", "enable.idempotence": True,
         "linger.ms": 5, "retry.backoff.ms": 20, "partitioner": "murmur2_random",
-    })
+    }))
     producer.init_transactions(CALL_TIMEOUT_S)
     consumer.subscribe([source])
     committed = 0
@@ -72,7 +75,10 @@ def main() -> int:
     parser.add_argument("expected", type=int)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    return run(args.bootstrap, args.input, args.output, args.group, expected=args.expected, batch=args.batch)
+    # The servers from the argument, TLS and SASL from the environment (KAFKA_SECURITY_PROTOCOL, ...), as
+    # every other client of the project.
+    kafka = KafkaConnection(args.bootstrap, Settings.load().kafka.security)
+    return run(kafka, args.input, args.output, args.group, expected=args.expected, batch=args.batch)
 
 
 if __name__ == "__main__":
