@@ -118,6 +118,10 @@ class KeyLocks:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    def held_keys(self) -> frozenset[str]:
+        """The keys someone holds or waits for now."""
+        return frozenset(self._locks)
+
 
 def _error(status: int, code: str, detail: str = "", headers: dict[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"error": code}
@@ -306,7 +310,14 @@ class SimulatedPartnerApp:
         return web.json_response({"mode": mode, "seconds": seconds})
 
     async def submissions(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"submissions": self.book.submissions()})
+        """What a query would say of each submission: one still being received (its journal entry not yet
+        fsynced) has no status yet, as a query waits for that, so a test that sees PENDING here knows the
+        submission survives a SIGKILL."""
+        receiving = self._receipts.held_keys()
+        seen = self.book.submissions()
+        for sid in receiving & seen.keys():
+            seen[sid] = {**seen[sid], "status": None}
+        return web.json_response({"submissions": seen})
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         book = self.book
