@@ -57,6 +57,25 @@ class FileLock:
         self._fd = None
 
 
+def fetch_once(done: Callable[[], bool], lock: Path, make: Callable[[], None]) -> None:
+    """Run `make` unless `done()` holds, once across processes: under `lock`, asking `done` again there
+    (another process may have made it while this one waited)."""
+    if done():
+        return
+    with FileLock(lock):
+        if not done():
+            make()
+
+
+def run_checked(command: list[str], cwd: str, timeout_s: float, env: dict[str, str] | None = None) -> str:
+    """Run a fetch or build step; its stdout, or StackError with the end of its stderr."""
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False,
+                            env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        raise StackError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
 class ProcessHandle:
     """A detached child process tracked by a pid file.
 

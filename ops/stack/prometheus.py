@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ops.errors import StackError
 from ops.stack.kafka import default_cache_dir
-from ops.stack.process import FileLock, wait_until
+from ops.stack.process import fetch_once, run_checked, wait_until
 
 PACKAGE = "prometheus"
 FETCH_TIMEOUT_S = 300
@@ -28,11 +28,8 @@ def fetch_prometheus(cache_dir: Path | None = None) -> Path:
     home = (cache_dir or default_cache_dir()) / "prometheus-deb"
     bin_dir = home / "usr" / "bin"
     done_marker = home / ".complete"
-    if done_marker.exists():
-        return bin_dir
-    with FileLock(home.parent / ".prometheus-fetch.lock"):
-        if done_marker.exists():
-            return bin_dir
+
+    def fetch() -> None:
         for tool in ("apt-get", "dpkg-deb"):
             if shutil.which(tool) is None:
                 raise StackError(f"{tool} is not on PATH: Prometheus is fetched from Debian's packages "
@@ -48,13 +45,13 @@ def fetch_prometheus(cache_dir: Path | None = None) -> Path:
                 shutil.rmtree(home)
             shutil.move(str(staging), home)
         done_marker.write_text(debs[-1].name + "\n")
+
+    fetch_once(done_marker.exists, home.parent / ".prometheus-fetch.lock", fetch)
     return bin_dir
 
 
 def _run(command: list[str], cwd: str) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False)
-    if result.returncode != 0:
-        raise StackError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    run_checked(command, cwd, FETCH_TIMEOUT_S)
 
 
 @dataclass

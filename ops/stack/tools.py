@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import yaml
 
 from ops.errors import StackError
 from ops.stack.kafka import default_cache_dir
-from ops.stack.process import FileLock
+from ops.stack.process import fetch_once, run_checked
 
 GO_BUILD_TIMEOUT_S = 900  # helm's first build takes about 2 minutes on 2 cores
 KUBERNETES_VERSION = "1.37.0"  # schemas bundled by kubernetes-validate; the newest it ships
@@ -75,11 +73,8 @@ def fetch_go_tool(tool: GoTool, cache_dir: Path | None = None) -> Path:
     """The tool's binary, built into `<cache>/deploy-tools/<name>-<version>/` on first use."""
     home = tools_home(cache_dir) / f"{tool.name}-{tool.version}"
     binary = home / tool.name
-    if binary.exists():
-        return binary
-    with FileLock(home.parent / f".{tool.name}.lock"):
-        if binary.exists():  # another process built it while we waited
-            return binary
+
+    def build() -> None:
         go = _go()
         with tempfile.TemporaryDirectory(prefix=f"{tool.name}-build-", dir=home.parent) as work:
             # Outside any module, so the pinned version is what is built (no go.mod of ours to resolve against).
@@ -89,6 +84,8 @@ def fetch_go_tool(tool: GoTool, cache_dir: Path | None = None) -> Path:
                 raise StackError(f"go install {tool.package}@{tool.version} left no {tool.name} in {work}")
             home.mkdir(parents=True, exist_ok=True)
             built.replace(binary)  # same file system: appears whole or not at all
+
+    fetch_once(binary.exists, home.parent / f".{tool.name}.lock", build)
     return binary
 
 
@@ -101,16 +98,15 @@ def fetch_compose_check(cache_dir: Path | None = None) -> Path:
     digest = hashlib.sha256(b"".join((source / name).read_bytes() for name in ("go.mod", "go.sum", "main.go")))
     home = tools_home(cache_dir) / f"compose-check-{digest.hexdigest()[:12]}"
     binary = home / "compose-check"
-    if binary.exists():
-        return binary
-    with FileLock(home.parent / ".compose-check.lock"):
-        if binary.exists():
-            return binary
+
+    def build() -> None:
         go = _go()
         home.mkdir(parents=True, exist_ok=True)
         staging = home / "compose-check.partial"
         _run([go, "build", "-buildvcs=false", "-o", str(staging), "."], cwd=str(source))
         staging.replace(binary)
+
+    fetch_once(binary.exists, home.parent / ".compose-check.lock", build)
     return binary
 
 
@@ -119,11 +115,8 @@ def fetch_crd_schemas(cache_dir: Path | None = None) -> Path:
     home = tools_home(cache_dir) / "crd-schemas"
     done_marker = home / ".complete"
     stamp = "".join(f"{crd.module}@{crd.version}/{crd.path}\n" for crd in CRDS)
-    if done_marker.exists() and done_marker.read_text() == stamp:
-        return home
-    with FileLock(home.parent / ".crd-schemas.lock"):
-        if done_marker.exists() and done_marker.read_text() == stamp:
-            return home
+
+    def convert() -> None:
         go = _go()
         home.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="crd-fetch-") as work:
@@ -135,6 +128,9 @@ def fetch_crd_schemas(cache_dir: Path | None = None) -> Path:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(json.dumps(schema, indent=1, sort_keys=True))
         done_marker.write_text(stamp)
+
+    fetch_once(lambda: done_marker.exists() and done_marker.read_text() == stamp,
+               home.parent / ".crd-schemas.lock", convert)
     return home
 
 
@@ -194,11 +190,8 @@ def kubernetes_schemas(cache_dir: Path | None = None) -> Path:
         raise StackError(f"kubernetes-validate has no schemas for Kubernetes {KUBERNETES_VERSION} ({source})")
     home = tools_home(cache_dir) / f"kubernetes-schemas-v{KUBERNETES_VERSION}-strict"
     done_marker = home / ".complete"
-    if done_marker.exists():
-        return home
-    with FileLock(home.parent / ".kubernetes-schemas.lock"):
-        if done_marker.exists():
-            return home
+
+    def copy() -> None:
         home.mkdir(parents=True, exist_ok=True)
         for file in source.glob("*.json"):
             schema = json.loads(file.read_text().replace('"/api/_definitions.json#', '"_definitions.json#'))
@@ -206,6 +199,8 @@ def kubernetes_schemas(cache_dir: Path | None = None) -> Path:
             schema.pop("$id", None)
             (home / file.name).write_text(json.dumps(schema))
         done_marker.write_text(f"{source}\n")
+
+    fetch_once(done_marker.exists, home.parent / ".kubernetes-schemas.lock", copy)
     return home
 
 
@@ -233,8 +228,4 @@ def _go() -> str:
 
 
 def _run(command: list[str], cwd: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=GO_BUILD_TIMEOUT_S,
-                            check=False, env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        raise StackError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr[-2000:]}")
-    return result.stdout
+    return run_checked(command, cwd, GO_BUILD_TIMEOUT_S, env)
