@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos deploy-check test demo stack-up stack-down bench bench-http bench-state clean
+.PHONY: help venv lint typecheck schemas-check unit integration e2e faults chaos deploy-check test demo stack-up stack-down bench bench-http bench-state bench-risk clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench-http: $(STAMP) ## The HTTP intake: POST /v1/payments per second and latenc
 
 bench-state: $(STAMP) ## Restore time, memory and changelog bytes per change with a long history (prints figures)
 	$(BIN)/python benchmarks/state_history.py --history $${HISTORY:-1000000} --retained $${RETAINED:-100000}
+
+bench-risk: $(STAMP) ## Risk scoring time per payment: behavioural features + the ONNX model, against the v1 scorer (prints figures)
+	$(BIN)/python benchmarks/risk_scoring.py --payments $${PAYMENTS:-20000}
 
 clean: ## Remove the virtual env, caches and all local stack data (a root-run PostgreSQL's server home too)
 	-$(BIN)/payments stack purge

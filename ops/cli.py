@@ -29,7 +29,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 # Operator commands that live in their own module: each has `add_parser(commands)`, which adds its
 # subcommand and sets `handler(args, settings) -> int` on it.
-OPERATOR_COMMANDS: tuple[str, ...] = ("ops.reconcile", "ops.dlq", "ops.inspect", "ops.topics", "ops.acls")
+OPERATOR_COMMANDS: tuple[str, ...] = ("ops.reconcile", "ops.dlq", "ops.inspect", "ops.topics", "ops.acls", "ops.risk")
 KNOWN_ERRORS = (OpsError, PaymentsError, IntakeError, ParticipantError, OrchestratorError, ProjectionError,
                 psycopg.Error, KafkaException)
 
