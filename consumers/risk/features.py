@@ -1,10 +1,12 @@
 """Behavioural risk features: a pure, bounded fold over one account's payments, in log order.
 
-The same functions serve online and offline (issue 16): the risk service applies each payment to its
-payer's and its payee's `AccountHistory` in the order its input log holds them, and computes a new
-payment's features from the histories *before* that payment is applied; a training replay feeds the
-same facts in the same order through the same functions, so there is no training/serving skew by
-construction (tests/unit/consumers/test_risk_features.py proves the fold depends on nothing else).
+The same functions are meant for online and offline (docs/risk.md): the risk service is to apply each
+payment to its payer's and its payee's `AccountHistory` in the order its input log holds them, and to
+compute a new payment's features from the histories *before* that payment is applied; a training
+replay feeds the same facts in the same order through the same functions (`FeatureFold`), so there is
+no training/serving skew by construction. The service is not wired to them yet: it still scores with
+v1 (consumers/risk/scoring.py). A test shows that histories kept as JSON between payments, as a state
+store keeps them, give exactly the features of the fold in memory.
 
 Features are floats: they are model inputs, not money. Amounts enter as major units through the
 currency's ISO 4217 exponent, so 1,000 JPY and 10.00 EUR are both "1,000" and "10" of their own kind.
