@@ -6,15 +6,17 @@ One principal per process kind (docs/security.md): `User:payments-<service>` for
 commands: inspect, status, dlq, replay). `acl_bindings` derives what each may do from what its code
 uses, so a new participant in the registry gets its ACLs without anyone writing them:
 
-- a service: READ and DESCRIBE its input topics; WRITE and DESCRIBE its output topics and the dead-letter
-  topic; READ, WRITE and DESCRIBE its changelog (it restores from it); READ its consumer group; WRITE and
-  DESCRIBE the transactional ids `<group>-*` (one per instance: `<group>-<instance id>`, ops.launch); READ
-  the group prefix `reader-` (a changelog restore reads with an unsubscribed consumer, payments.runtime.reader);
+- a service: READ and DESCRIBE its input topics and those it reads outside its loop (the risk models);
+  WRITE and DESCRIBE its output topics and the dead-letter topic; READ, WRITE and DESCRIBE its changelog
+  (it restores from it); READ its consumer group; WRITE and DESCRIBE the transactional ids `<group>-*`
+  (one per instance: `<group>-<instance id>`, ops.launch); READ the group prefix `reader-` (a changelog
+  restore reads with an unsubscribed consumer, payments.runtime.reader);
 - a projection: READ and DESCRIBE its input topics, READ its consumer group (its offsets are in PostgreSQL);
 - the HTTP intake: WRITE and DESCRIBE the commands topic (an idempotent producer, no transactions);
 - the operator: READ and DESCRIBE every topic; WRITE where a redrive or a replay writes (every consumed
-  topic, the redrive audit, the orchestrator's changelog); DESCRIBE every group; its two transactional
-  ids (the redrive's, the orchestrator replay's); READ the `reader-` groups.
+  topic, the redrive audit, the orchestrator's changelog) and where a risk model change is recorded
+  (`risk.models`); DESCRIBE every group; its two transactional ids (the redrive's, the orchestrator
+  replay's); READ the `reader-` groups.
 
 Nobody but the admin (a super user) may create topics, alter configurations or change ACLs: topics are
 made by `payments topics ensure` run as the admin, and this module's `payments acls apply` too.
@@ -96,7 +98,7 @@ def acl_bindings(topics: Topics) -> list[Binding]:
     read, write, rw = ("READ", "DESCRIBE"), ("WRITE", "DESCRIBE"), ("READ", "WRITE", "DESCRIBE")
     for name, spec in SERVICES.items():
         user = principal(name)
-        bindings |= _grant(user, "TOPIC", [topics.name(t) for t in spec.logic.input_topics], read)
+        bindings |= _grant(user, "TOPIC", [topics.name(t) for t in (*spec.logic.input_topics, *spec.reads)], read)
         bindings |= _grant(user, "TOPIC", [topics.name(t) for t in spec.logic.output_topics] + [topics.dlq], write)
         bindings |= _grant(user, "TOPIC", topics.changelog(name), rw)
         bindings |= _grant(user, "GROUP", topics.group(name), ("READ",))
@@ -112,7 +114,8 @@ def acl_bindings(topics: Topics) -> list[Binding]:
     consumed = {topics.name(t) for spec in SERVICES.values() for t in spec.logic.input_topics}
     consumed |= {topics.name(t) for spec in PROJECTIONS.values() for t in spec.projection().topics}
     bindings |= _grant(operator, "TOPIC", [spec.name for spec in topology(topics, 1)], read)
-    written = [*sorted(consumed), topics.name(base.DLQ_REDRIVES), topics.changelog("orchestrator")]
+    written = [*sorted(consumed), topics.name(base.DLQ_REDRIVES), topics.changelog("orchestrator"),
+               *(topics.name(t) for spec in SERVICES.values() for t in spec.reads)]
     bindings |= _grant(operator, "TOPIC", written, ("WRITE",))
     groups = [*(topics.group(name) for name in SERVICES), *(topics.group(f"projection-{name}") for name in PROJECTIONS)]
     bindings |= _grant(operator, "GROUP", groups, ("DESCRIBE",))

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from typing import Any
 
 import structlog
 
+from consumers.errors import ParticipantError
 from consumers.partner.sim_server import serve as serve_partner
+from ops.errors import OpsError
 from ops.registry import PROJECTIONS, SERVICES, SIMULATORS, ServiceSpec, process_topology
 from ops.settings import Settings
 from payments.observability import configure_logging
@@ -24,6 +27,7 @@ from payments.runtime.calls import CallRunner
 from payments.runtime.clients import kafka_clients
 from payments.runtime.errors import KafkaCallError, KafkaCredentialsError, TopologyError
 from payments.runtime.health import Health, serve_health
+from payments.runtime.logic import Logic
 from payments.runtime.processor import Processor
 from payments.runtime.retry import gave_up_transient, refused_authorization
 from payments.runtime.rocks import RocksStores
@@ -40,9 +44,10 @@ TOPIC_SETUP_PAUSE_S = 1.0  # after topic setup gave up on transient errors; doub
 TOPIC_SETUP_PAUSE_MAX_S = 30.0
 
 
-def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, health: Health) -> Processor[object]:
-    """One processor instance: the Logic from the registry, clients for this instance, config from settings,
-    and for a Logic that calls out, a call runner of its own (closed with the processor)."""
+def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, health: Health,
+                    logic: Logic[Any] | None = None) -> Processor[object]:
+    """One processor instance: the Logic (`logic`, else built from the registry), clients for this instance,
+    config from settings, and for a Logic that calls out, a call runner of its own (closed with the processor)."""
     topics = settings.topics
     group = topics.group(spec.name)
     config = settings.processor()
@@ -58,7 +63,7 @@ def build_processor(spec: ServiceSpec, settings: Settings, watchdog: Watchdog, h
         performer, limit = spec.performer(settings)
         calls = CallRunner(performer, limit=limit, name=spec.name)
     try:
-        return Processor(spec.build(settings), clients=clients, topics=topics, serde=settings.serde(),
+        return Processor(logic or spec.build(settings), clients=clients, topics=topics, serde=settings.serde(),
                          instance_id=settings.instance_id, config=config, watchdog=watchdog, health=health,
                          calls=calls)
     except BaseException:
@@ -126,7 +131,13 @@ def run_service(name: str, settings: Settings) -> int:
     if isinstance(started, int):
         return started
     stop, watchdog, health = started
-    return run_until_stopped(lambda: build_processor(spec, settings, watchdog, health), stop, name)
+    try:  # once: its configuration (a model, a seed file) is checked at start, and rebuilds keep it
+        logic = spec.build(settings)
+    except (ParticipantError, OpsError) as error:
+        log.error("service_misconfigured", service=name, error=str(error), exit_code=EXIT_CONFIG)
+        print(f"payments run {name}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_until_stopped(lambda: build_processor(spec, settings, watchdog, health, logic), stop, name)
 
 
 def run_projection(name: str, settings: Settings) -> int:

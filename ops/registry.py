@@ -26,9 +26,10 @@ from consumers.settlement.logic import SettlementPublisherLogic
 from intake.gate import GateLogic
 from intake.idempotency import IdempotencyLogic
 from intake.router import IntakeRouterLogic
+from ops.risk_models import build_risk_logic
 from ops.settings import Settings
 from orchestrator.saga import OrchestratorLogic
-from payments.contracts.topics import DLQ, DLQ_REDRIVES
+from payments.contracts.topics import DLQ, DLQ_REDRIVES, RISK_MODELS
 from payments.runtime.calls import Performer
 from payments.runtime.logic import Logic
 from payments.runtime.topics import Topics, TopicSpec
@@ -50,6 +51,9 @@ class ServiceSpec:
     summary: str
     # A Logic that calls out (payments.runtime.logic.Calling): who makes its calls, and how many at once.
     performer: Callable[[Settings], tuple[Performer, int]] | None = None
+    # Topics the service reads outside its loop, each of ONE partition (the risk service's models): created
+    # with it, readable by its principal, written only by the operator.
+    reads: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -65,8 +69,9 @@ SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (
                 "idempotency keys per client, within PAYMENTS_IDEMPOTENCY_WINDOW_S"),
     ServiceSpec(OrchestratorLogic, lambda s: OrchestratorLogic(s.saga()),
                 "the payment saga: commands and participant replies in, events and participant commands out"),
-    ServiceSpec(RiskLogic, lambda s: RiskLogic(model_path=s.risk_model_file, retention=s.retention),
-                "risk scoring: rules and a model file (PAYMENTS_RISK_MODEL_FILE)"),
+    ServiceSpec(RiskLogic, build_risk_logic,
+                "risk scoring: rules, then the active model (behavioural features per account; docs/risk.md)",
+                reads=(RISK_MODELS,)),
     ServiceSpec(FundsLogic, lambda s: FundsLogic(seed_path=s.funds_seed_file, retention=s.retention),
                 "balances and holds per account (PAYMENTS_FUNDS_SEED_FILE)"),
     ServiceSpec(PartnerGatewayLogic, lambda s: PartnerGatewayLogic(retention=s.retention),
@@ -98,6 +103,7 @@ def topology(topics: Topics, partitions: int) -> list[TopicSpec]:
     for spec in PROJECTIONS.values():
         names.update(spec.projection().topics)
     specs = [TopicSpec(topics.name(name), partitions) for name in sorted(names)]
+    specs += [TopicSpec(topics.name(name), 1) for name in sorted({t for s in SERVICES.values() for t in s.reads})]
     specs += [TopicSpec(topics.changelog(name), partitions, compacted=True) for name in sorted(SERVICES)]
     # Which dead letters `payments dlq redrive` republished, keyed by DLQ position: kept forever, one record a key.
     specs.append(TopicSpec(topics.name(DLQ_REDRIVES), partitions, compacted=True))
@@ -113,7 +119,8 @@ def process_topology(process: str, topics: Topics, partitions: int) -> list[Topi
         names = {topics.name(name) for name in PROJECTIONS[process.removeprefix("projection-")].projection().topics}
     else:
         logic = SERVICES[process].logic
-        names = {topics.name(name) for name in (*logic.input_topics, *logic.output_topics, DLQ)}
+        reads = SERVICES[process].reads
+        names = {topics.name(name) for name in (*logic.input_topics, *logic.output_topics, *reads, DLQ)}
         names.add(topics.changelog(process))
     return [spec for spec in topology(topics, partitions) if spec.name in names]
 

@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     retention_s: Positive = 7 * 86_400
     clock_skew_s: Positive = 300
     claim_retry_ms: Positive = 10_000
-    risk_model_file: Path | None = None
+    risk_model_file: Path | None = None  # the v1 logistic regression's file (default: the packaged one)
+    risk_rules_file: Path | None = None  # limits and block lists, applied before any model (default: packaged)
+    risk_models_dir: Path | None = None  # trained artifacts, <version>.json + <version>.onnx (docs/risk.md)
+    # Until an operator records a change on risk.models (`payments risk promote`), these score:
+    risk_model: Annotated[str, Field(min_length=1)] = "risk-model-v1"
+    risk_candidate: str | None = None  # a model scoring in shadow beside it
     funds_seed_file: Path | None = None
     partner_decline_rate: Rate = 0.1
     partner_error_rate: Rate = 0.0

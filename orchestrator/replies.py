@@ -52,7 +52,9 @@ def risk_completed(draft: Draft, reply: RiskAssessmentCompleted) -> None:
     if not _answers(draft.state, "RISK", reply.command_id) or draft.current.status != "AWAITING_RISK":
         return
     draft.event(RiskAssessed, score_bp=reply.score_bp, decision=reply.decision, reasons=reply.reasons,
-                model_version=reply.model_version)
+                model_version=reply.model_version, features=reply.features, contributions=reply.contributions,
+                payer_seq=reply.payer_seq, payee_seq=reply.payee_seq, failures_before=reply.failures_before,
+                shadow=reply.shadow)
     if reply.decision == "APPROVE":
         draft.send_awaited()
     else:

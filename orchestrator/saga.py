@@ -36,6 +36,7 @@ from payments.contracts.topics import (
     PARTNER_COMMANDS,
     PARTNER_REPLIES,
     RISK_COMMANDS,
+    RISK_OUTCOMES,
     RISK_REPLIES,
 )
 from payments.runtime.logic import Decision, Incoming, JsonState, Outcome
@@ -75,7 +76,7 @@ class OrchestratorLogic(JsonState[SagaState]):
     state_model = SagaState
     service: ClassVar[str] = "orchestrator"
     input_topics: ClassVar[tuple[str, ...]] = (ADMITTED, RISK_REPLIES, FUNDS_REPLIES, PARTNER_REPLIES)
-    output_topics: ClassVar[tuple[str, ...]] = (EVENTS, RISK_COMMANDS, FUNDS_COMMANDS, PARTNER_COMMANDS)
+    output_topics: ClassVar[tuple[str, ...]] = (EVENTS, RISK_COMMANDS, RISK_OUTCOMES, FUNDS_COMMANDS, PARTNER_COMMANDS)
 
     def __init__(self, config: SagaConfig | None = None) -> None:
         self.config = config or SagaConfig()

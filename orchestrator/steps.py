@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from orchestrator.ids import event_id
+from orchestrator.ids import derived_id, event_id
 from orchestrator.policy import window
 from orchestrator.state import SagaState, SagaStateError, apply, command_id, hold_id, submission_id
 from payments.contracts.base import ParticipantCommand, SagaEvent
@@ -20,11 +20,12 @@ from payments.contracts.participants import (
     AssessRisk,
     CommitFunds,
     QueryPartnerPayment,
+    RecordRiskOutcome,
     ReleaseFunds,
     ReserveFunds,
     SubmitToPartner,
 )
-from payments.contracts.topics import EVENTS, FUNDS_COMMANDS, PARTNER_COMMANDS, RISK_COMMANDS
+from payments.contracts.topics import EVENTS, FUNDS_COMMANDS, PARTNER_COMMANDS, RISK_COMMANDS, RISK_OUTCOMES
 from payments.runtime.logic import Decision, Outgoing
 
 E = TypeVar("E", bound=SagaEvent)
@@ -49,12 +50,23 @@ class Draft:
 
     def event(self, cls: type[E], **fields: Any) -> E:
         """Emit the next event of the payment and fold it into the state."""
-        seq = (self.state.seq if self.state is not None else 0) + 1
+        before = self.state
+        seq = (before.seq if before is not None else 0) + 1
         made = cls(event_id=event_id(self.payment_id, seq, self.causation_id), payment_id=self.payment_id, seq=seq,
                    occurred_at=self.now, causation_id=self.causation_id, **fields)
-        self.state = apply(self.state, made)
+        self.state = apply(before, made)
         self.outgoing.append(Outgoing(EVENTS, self.payment_id, made))
+        if isinstance(made, PaymentFailed) and before is not None and before.status != "AWAITING_RISK":
+            self._tell_risk(made)
         return made
+
+    def _tell_risk(self, failed: PaymentFailed) -> None:
+        """A payment risk approved failed afterwards: the risk service counts it in the payer's failures
+        (docs/risk.md). Keyed by the payer, where the risk service keeps the payer's history."""
+        payer = self.current.require_terms().payer_account
+        self.send(RISK_OUTCOMES, payer, RecordRiskOutcome(
+            payment_id=self.payment_id, command_id=derived_id(self.payment_id, "risk-outcome"), issued_at=self.now,
+            payer_account=payer, outcome="FAILED", reason_code=failed.reason_code))
 
     def send(self, destination: str, key: str, command: ParticipantCommand) -> None:
         self.outgoing.append(Outgoing(destination, key, command))
@@ -68,10 +80,11 @@ class Draft:
         common: dict[str, Any] = {"payment_id": self.payment_id, "command_id": awaiting.command_id,
                                   "issued_at": self.now}
         match awaiting.step:
-            case "RISK":
-                self.send(RISK_COMMANDS, self.payment_id, AssessRisk(
+            case "RISK":  # keyed by the payee: the risk service's first stage keeps the payee's history
+                self.send(RISK_COMMANDS, terms.payee_account, AssessRisk(
                     **common, payer_account=terms.payer_account, payee_account=terms.payee_account,
-                    amount=terms.amount))
+                    amount=terms.amount, partner=terms.partner, initiated_at=state.initiated_at,
+                    attempt=awaiting.attempt))
             case "FUNDS_RESERVE":  # the funds participant keys its state by account
                 self.send(FUNDS_COMMANDS, terms.payer_account, ReserveFunds(
                     **common, account=terms.payer_account, amount=terms.amount, hold_id=hold_id(self.payment_id)))

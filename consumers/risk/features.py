@@ -1,12 +1,14 @@
 """Behavioural risk features: a pure, bounded fold over one account's payments, in log order.
 
-The same functions are meant for online and offline (docs/risk.md): the risk service is to apply each
-payment to its payer's and its payee's `AccountHistory` in the order its input log holds them, and to
-compute a new payment's features from the histories *before* that payment is applied; a training
-replay feeds the same facts in the same order through the same functions (`FeatureFold`), so there is
-no training/serving skew by construction. The service is not wired to them yet: it still scores with
-v1 (consumers/risk/scoring.py). A test shows that histories kept as JSON between payments, as a state
-store keeps them, give exactly the features of the fold in memory.
+The same functions run online and offline (docs/risk.md). The risk service (consumers/risk/logic.py)
+keeps each account's `AccountHistory` as a payer and as a payee in its state, computes a payment's
+features from the histories *before* the payment is applied, then applies it; a training replay of
+`payments.events` (consumers/risk/replay.py) feeds the same facts in the same order through the same
+functions, so there is no training/serving skew by construction, and a test holds the two equal.
+
+The payer's and the payee's sides are separate functions: the service computes them in two stages,
+keyed by payee and by payer (each account's history lives on one partition), and a replay orders each
+side by the position the service recorded for it.
 
 Features are floats: they are model inputs, not money. Amounts enter as major units through the
 currency's ISO 4217 exponent, so 1,000 JPY and 10.00 EUR are both "1,000" and "10" of their own kind.
@@ -14,7 +16,9 @@ currency's ISO 4217 exponent, so 1,000 JPY and 10.00 EUR are both "1,000" and "1
 Bounds (the bounded-state issue): an account keeps at most `RECENT_MAX` payments of the last
 `HORIZON` (7 days), its last `COUNTERPARTIES_MAX` counterparties and `KINDS_MAX` currencies and
 partners, plus a handful of running totals. A busy merchant's history is the same size as anyone's;
-its windowed counts saturate at `RECENT_MAX`, which the documentation of each feature states.
+its windowed counts saturate at `RECENT_MAX`, which the documentation of each feature states. A
+history idle for longer than `IDLE_FORGET` (400 days) before a payment counts as empty (`current`):
+a returning account starts again, and the service may delete it meanwhile without changing anything.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ RECENT_MAX: Final = 200
 COUNTERPARTIES_MAX: Final = 500
 KINDS_MAX: Final = 16
 NEVER_S: Final = 30 * 86_400.0  # "seconds since the last payment" for an account never seen: 30 days
+IDLE_FORGET: Final = timedelta(days=400)  # a history older than this before a payment counts as empty
 
-Outcome = Literal["PENDING", "DECLINED", "FAILED", "SETTLED"]
+Outcome = Literal["PENDING", "DECLINED", "FAILED", "SETTLED"]  # DECLINED: by risk; FAILED: after approval
 Role = Literal["payer", "payee"]
 
 # The model's inputs, in this order. A model artifact declares the list it was trained on; the service
@@ -118,12 +123,19 @@ def _log_days(first_at: datetime | None, at: datetime) -> float:
     return 0.0 if first_at is None else math.log1p(max((at - first_at).total_seconds(), 0.0) / 86_400)
 
 
-def features_of(payer: AccountHistory, payee: AccountHistory, attempt: Attempt) -> dict[str, float]:
-    """The features of `attempt` from its payer's and payee's histories before it (in FEATURES order)."""
+def current(history: AccountHistory, at: datetime) -> AccountHistory:
+    """`history` as a payment at `at` sees it: empty when its last payment was more than IDLE_FORGET before."""
+    if history.last_at is not None and at - history.last_at > IDLE_FORGET:
+        return EMPTY_HISTORY
+    return history
+
+
+def payer_features(payer: AccountHistory, attempt: Attempt) -> dict[str, float]:
+    """The payer's side of `attempt`'s features, from the payer's history before it."""
     at = attempt.at
+    payer = current(payer, at)
     amount_log = math.log1p(max(attempt.major, 0.0))
     out_1h, out_24h, out_7d = (_within(payer, at, w) for w in (HOUR, DAY, HORIZON))
-    in_1h, in_24h = (_within(payee, at, w) for w in (HOUR, DAY))
     if payer.count >= 3:
         mean = payer.log_sum / payer.count
         std = math.sqrt(max(payer.log_sq_sum / payer.count - mean * mean, 0.0))
@@ -132,7 +144,7 @@ def features_of(payer: AccountHistory, payee: AccountHistory, attempt: Attempt) 
         zscore = 0.0
     since = NEVER_S if payer.last_at is None else max((at - payer.last_at).total_seconds(), 0.0)
     same_currency_24h = sum(r.major for r in out_24h if r.currency == attempt.amount.currency)
-    values = {
+    return {
         "amount_log": amount_log,
         "payer_count_1h": float(len(out_1h)),
         "payer_count_24h": float(len(out_24h)),
@@ -148,13 +160,36 @@ def features_of(payer: AccountHistory, payee: AccountHistory, attempt: Attempt) 
         "payer_age_log_days": _log_days(payer.first_at, at),
         "payer_new_currency": 0.0 if attempt.amount.currency in payer.currencies else 1.0,
         "payer_new_partner": 0.0 if attempt.partner in payer.partners else 1.0,
+    }
+
+
+def payee_features(payee: AccountHistory, attempt: Attempt) -> dict[str, float]:
+    """The payee's side of `attempt`'s features, from the payee's history before it."""
+    at = attempt.at
+    payee = current(payee, at)
+    in_1h, in_24h = (_within(payee, at, w) for w in (HOUR, DAY))
+    return {
         "payee_count_1h": float(len(in_1h)),
         "payee_count_24h": float(len(in_24h)),
         "payee_distinct_payers_1h": float(len({r.counterparty for r in in_1h})),
         "payee_distinct_payers_24h": float(len({r.counterparty for r in in_24h})),
         "payee_age_log_days": _log_days(payee.first_at, at),
     }
+
+
+PAYER_FEATURES: Final = tuple(name for name in FEATURES if not name.startswith("payee_"))
+PAYEE_FEATURES: Final = tuple(name for name in FEATURES if name.startswith("payee_"))
+
+
+def combined(payer_side: dict[str, float], payee_side: dict[str, float]) -> dict[str, float]:
+    """Both sides in FEATURES order (KeyError if one is missing)."""
+    values = {**payer_side, **payee_side}
     return {name: values[name] for name in FEATURES}
+
+
+def features_of(payer: AccountHistory, payee: AccountHistory, attempt: Attempt) -> dict[str, float]:
+    """The features of `attempt` from its payer's and payee's histories before it (in FEATURES order)."""
+    return combined(payer_features(payer, attempt), payee_features(payee, attempt))
 
 
 def _most_recent_last(items: tuple[str, ...], item: str, cap: int) -> tuple[str, ...]:
@@ -163,9 +198,10 @@ def _most_recent_last(items: tuple[str, ...], item: str, cap: int) -> tuple[str,
 
 def record(history: AccountHistory, attempt: Attempt, role: Role) -> AccountHistory:
     """`history` with `attempt` applied on the `role` side; older entries past the bounds dropped."""
+    at = attempt.at
+    history = current(history, at)
     if any(r.payment_id == attempt.payment_id for r in history.recent):
         return history  # the same payment twice (a re-sent command) counts once
-    at = attempt.at
     amount_log = math.log1p(max(attempt.major, 0.0))
     counterparty = attempt.payee if role == "payer" else attempt.payer
     entry = Recent(payment_id=attempt.payment_id, at=at, counterparty=counterparty,
@@ -181,9 +217,14 @@ def record(history: AccountHistory, attempt: Attempt, role: Role) -> AccountHist
         partners=_most_recent_last(history.partners, attempt.partner, KINDS_MAX))
 
 
+def knows(history: AccountHistory, payment_id: str) -> bool:
+    """Whether `payment_id` is among the history's recent payments (so an outcome of it would count)."""
+    return any(r.payment_id == payment_id for r in history.recent)
+
+
 def record_outcome(history: AccountHistory, payment_id: str, outcome: Outcome) -> AccountHistory:
     """`history` with a payment's outcome set; unchanged when the payment has left the window."""
-    if not any(r.payment_id == payment_id for r in history.recent):
+    if not knows(history, payment_id):
         return history
     recent = tuple(r.model_copy(update={"outcome": outcome}) if r.payment_id == payment_id else r
                    for r in history.recent)
@@ -196,11 +237,10 @@ def vector(features: dict[str, float]) -> list[float]:
 
 
 class FeatureFold:
-    """The fold over a log held in memory (a replay, a test): each attempt's features, then the attempt.
-
-    Histories are keyed `out:<account>` (as payer) and `in:<account>` (as payee), the keys the risk
-    service's state store uses for the same histories.
-    """
+    """The fold over a log held in memory, in one order for both sides (synthetic traffic, tests): each
+    attempt's features, then the attempt. Histories are keyed `out:<account>` (as payer) and
+    `in:<account>` (as payee). A replay of the service's log orders each side by its own recorded
+    positions instead (consumers/risk/replay.py)."""
 
     def __init__(self) -> None:
         self.histories: dict[str, AccountHistory] = {}

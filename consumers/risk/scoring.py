@@ -1,8 +1,11 @@
-"""The risk scoring model: rules plus a logistic regression, loaded from a versioned JSON file.
+"""The risk rules, and the v1 scoring model: a logistic regression loaded from a versioned JSON file.
 
-The file (see docs/participants.md) carries its own `version`, which every reply records, so a
-decision can always be traced to the exact weights that made it. A file that does not validate
-is refused at load with `RiskModelError`: a service must not start scoring with a broken model.
+Rules (amount limits per currency, blocked accounts) are the service's configuration, applied before
+any model (`risk-rules.json`, PAYMENTS_RISK_RULES_FILE). The v1 model (`risk-model-v1.json`) scores
+features of the payment alone (a hash bucket of each account, which carries no signal: it is the
+baseline a trained model is measured against, consumers/risk/artifact.py). Each file carries its own
+`version`; a file that does not validate is refused at load with `RiskModelError`: a service must not
+start scoring with broken rules or a broken model.
 
 Scores are probabilities, not money, so floats (math.exp) are fine here; the result is rounded
 to integer basis points before it leaves this module.
@@ -13,19 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from consumers.errors import ParticipantError
-from payments.contracts.codes import RiskDecision
 from payments.money import Money, is_known_currency
-from payments.money import exponent as currency_exponent
 
 DEFAULT_MODEL_FILE: Final = "risk-model-v1.json"
+DEFAULT_RULES_FILE: Final = "risk-rules.json"
 BP_MAX: Final = 10_000
 
 FeatureName = Literal[
@@ -45,17 +46,29 @@ SCORE_ABOVE_THRESHOLD: Final = "SCORE_ABOVE_THRESHOLD"
 
 
 class RiskModelError(ParticipantError, ValueError):
-    """The model file is missing, not JSON, or does not satisfy the model file format."""
+    """A model or rules file is missing, not JSON, or does not satisfy its format; a model artifact fails
+    its checks (consumers/risk/artifact.py); a model named to score is not to be found."""
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class RiskRules(BaseModel):
+    """The rules file's content: any failed rule declines, whatever a model says."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    format: Literal["risk-rules/1"]
+    version: Annotated[str, Field(min_length=1)]
     amount_limits_minor: dict[str, Annotated[int, Field(gt=0)]]
     blocked_accounts: frozenset[str] = frozenset()
+
+    @model_validator(mode="after")
+    def _known_currencies(self) -> RiskRules:
+        unknown = sorted(code for code in self.amount_limits_minor if not is_known_currency(code))
+        if unknown:
+            raise ValueError(f"unknown currency codes {unknown}")
+        return self
 
 
 class RiskModel(BaseModel):
@@ -72,7 +85,6 @@ class RiskModel(BaseModel):
     hash_buckets: Annotated[int, Field(ge=2, le=1_000_000)]
     currency_risk: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
     default_currency_risk: Annotated[float, Field(ge=0.0, le=1.0)]
-    rules: RiskRules
 
     @model_validator(mode="after")
     def _consistent(self) -> RiskModel:
@@ -80,30 +92,56 @@ class RiskModel(BaseModel):
             raise ValueError(f"{len(self.features)} features but {len(self.weights)} weights")
         if len(set(self.features)) != len(self.features):
             raise ValueError("a feature is listed twice")
-        unknown = sorted(code for code in [*self.currency_risk, *self.rules.amount_limits_minor]
-                         if not is_known_currency(code))
+        unknown = sorted(code for code in self.currency_risk if not is_known_currency(code))
         if unknown:
             raise ValueError(f"unknown currency codes {unknown}")
         return self
 
 
-def load_model(path: Path | None = None) -> RiskModel:
-    """Load and validate a model file; the packaged v1 model when `path` is None."""
+_Loaded = TypeVar("_Loaded", bound=BaseModel)
+
+
+def _load(cls: type[_Loaded], path: Path | None, packaged: str, what: str) -> _Loaded:
     try:
         if path is None:
-            text = resources.files("consumers.risk.model").joinpath(DEFAULT_MODEL_FILE).read_text("utf-8")
-            where = f"package consumers.risk.model/{DEFAULT_MODEL_FILE}"
+            text = resources.files("consumers.risk.model").joinpath(packaged).read_text("utf-8")
+            where = f"package consumers.risk.model/{packaged}"
         else:
             text = path.read_text("utf-8")
             where = str(path)
     except OSError as error:
-        raise RiskModelError(f"cannot read risk model file: {error}") from error
+        raise RiskModelError(f"cannot read risk {what} file: {error}") from error
     try:
-        return RiskModel.model_validate(json.loads(text))
+        return cls.model_validate(json.loads(text))
     except json.JSONDecodeError as error:
-        raise RiskModelError(f"risk model {where} is not JSON: {error}") from error
+        raise RiskModelError(f"risk {what} {where} is not JSON: {error}") from error
     except ValidationError as error:
-        raise RiskModelError(f"risk model {where} is invalid: {error}") from error
+        raise RiskModelError(f"risk {what} {where} is invalid: {error}") from error
+
+
+def load_model(path: Path | None = None) -> RiskModel:
+    """Load and validate a v1 model file; the packaged v1 model when `path` is None."""
+    return _load(RiskModel, path, DEFAULT_MODEL_FILE, "model")
+
+
+def load_rules(path: Path | None = None) -> RiskRules:
+    """Load and validate a rules file; the packaged rules when `path` is None."""
+    return _load(RiskRules, path, DEFAULT_RULES_FILE, "rules")
+
+
+def rule_reasons(rules: RiskRules, payer: str, payee: str, amount: Money) -> list[str]:
+    """The reason of each rule the payment fails, in a fixed order (none: the rules pass it)."""
+    if not is_known_currency(amount.currency):
+        return [UNKNOWN_CURRENCY]
+    reasons: list[str] = []
+    limit = rules.amount_limits_minor.get(amount.currency)
+    if limit is not None and amount.amount_minor > limit:
+        reasons.append(AMOUNT_OVER_RISK_LIMIT)
+    if payer in rules.blocked_accounts or payee in rules.blocked_accounts:
+        reasons.append(ACCOUNT_BLOCKED)
+    if payer == payee:
+        reasons.append(SAME_PAYER_AND_PAYEE)
+    return reasons
 
 
 def _bucket(account: str, buckets: int) -> float:
@@ -131,29 +169,3 @@ def score_bp(model: RiskModel, features: dict[str, float]) -> int:
     z = max(-50.0, min(50.0, z))
     probability = 1.0 / (1.0 + math.exp(-z))
     return max(0, min(BP_MAX, round(probability * BP_MAX)))
-
-
-@dataclass(frozen=True)
-class Assessment:
-    score_bp: int
-    decision: RiskDecision
-    reasons: tuple[str, ...]
-    model_version: str
-
-
-def assess(model: RiskModel, payer: str, payee: str, amount: Money) -> Assessment:
-    """Rules first (each failed rule is a reason), then the score; any reason declines."""
-    if not is_known_currency(amount.currency):
-        return Assessment(BP_MAX, "DECLINE", (UNKNOWN_CURRENCY,), model.version)
-    reasons: list[str] = []
-    limit = model.rules.amount_limits_minor.get(amount.currency)
-    if limit is not None and amount.amount_minor > limit:
-        reasons.append(AMOUNT_OVER_RISK_LIMIT)
-    if payer in model.rules.blocked_accounts or payee in model.rules.blocked_accounts:
-        reasons.append(ACCOUNT_BLOCKED)
-    if payer == payee:
-        reasons.append(SAME_PAYER_AND_PAYEE)
-    score = score_bp(model, features_of(model, payer, payee, amount, currency_exponent(amount.currency)))
-    if score >= model.decline_threshold_bp:
-        reasons.append(SCORE_ABOVE_THRESHOLD)
-    return Assessment(score, "DECLINE" if reasons else "APPROVE", tuple(reasons), model.version)

@@ -17,6 +17,11 @@ Its assumptions (docs/risk.md, "Training data") are deliberately simple and stat
   15 distinct new payees, in mid-sized amounts. The victim's payment that feeds the mule is not
   labelled: at that point it looks like a larger payment to a new payee, nothing more.
 
+Failures after approval (`Traffic.failures`, the `payer_failures_7d` feature): a partner refuses most
+card tests (6 in 10: invalid card numbers), some takeovers (1 in 10) and mule transfers (1 in 20), and
+2 honest payments in 100 (a closed account, a typo); the failure is known 1 to 30 seconds after the
+payment. They are drawn from a generator of their own, so the payments are the same with or without them.
+
 Every payment of a pattern is labelled with it; no other payment is. Real fraud is rarer, noisier and adaptive: a
 model that does well here has learnt these three patterns, not fraud.
 """
@@ -39,10 +44,15 @@ CURRENCIES: Final = ("EUR", "EUR", "EUR", "GBP", "USD", "JPY")
 PARTNERS: Final = ("acme-bank", "globex-pay", "initech-rails")
 
 
+FAILURE_SHARE: Final[dict[str, float]] = {"card_testing": 0.6, "account_takeover": 0.1, "mule_fan_out": 0.05,
+                                           "legit": 0.02}
+
+
 @dataclass(frozen=True)
 class Traffic:
     attempts: tuple[Attempt, ...]   # in time order (ties by payment id)
     labels: dict[str, Pattern]      # fraudulent payment id -> pattern
+    failures: dict[str, datetime]   # payment id -> when its failure after approval became known
 
 
 @dataclass
@@ -106,7 +116,10 @@ def generate(*, seed: int, customers: int, days: int, start: datetime,
         at = start + timedelta(days=rng.uniform(days / 5, days * 0.95))
         _inject(rng, PATTERNS[n % len(PATTERNS)], victim, at, tag=f"{seed}-{n}", pay=pay)
     attempts.sort(key=lambda a: (a.at, a.payment_id))
-    return Traffic(tuple(attempts), labels)
+    failing = random.Random(seed * 7_919 + 1)
+    failures = {a.payment_id: a.at + timedelta(seconds=failing.uniform(1, 30)) for a in attempts
+                if failing.random() < FAILURE_SHARE[labels.get(a.payment_id, "legit")]}
+    return Traffic(tuple(attempts), labels, failures)
 
 
 class _Pay(Protocol):

@@ -12,7 +12,7 @@ to 1e-5 before anything is written. Needs the `train` extra (lightgbm, onnxmltoo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,10 +36,25 @@ class Example:
     fraud: bool
 
 
-def examples_of(attempts: Iterable[Attempt], labels: dict[str, Any]) -> list[Example]:
-    """Each attempt's features from the fold (in the order given), labelled fraud when in `labels`."""
+def examples_of(attempts: Iterable[Attempt], labels: Mapping[str, Any],
+                failures: Mapping[str, datetime] | None = None) -> list[Example]:
+    """Each attempt's features from the fold (in the order given), labelled fraud when in `labels`.
+
+    `failures` (payment id -> when its failure became known) are applied to the payer's history as
+    time reaches them, as the service applies the saga's notices when they arrive."""
     fold = FeatureFold()
-    return [Example(a.at, fold.step(a), a.payment_id in labels) for a in attempts]
+    pending = sorted((known_at, payment_id) for payment_id, known_at in (failures or {}).items())
+    payer_of: dict[str, str] = {}
+    examples, next_failure = [], 0
+    for a in attempts:
+        while next_failure < len(pending) and pending[next_failure][0] <= a.at:
+            payment_id = pending[next_failure][1]
+            if payment_id in payer_of:
+                fold.outcome(payer_of[payment_id], payment_id, "FAILED")
+            next_failure += 1
+        payer_of[a.payment_id] = a.payer
+        examples.append(Example(a.at, fold.step(a), a.payment_id in labels))
+    return examples
 
 
 def _split(examples: Sequence[Example]) -> tuple[list[Example], list[Example], list[Example]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from payments.contracts.base import SagaEvent
 from payments.contracts.codes import FailureStage, FundsReservationFailureCode, RejectCode, RiskDecision
-from payments.contracts.types import Int, Str, UtcMillis
+from payments.contracts.types import Double, Int, Long, Str, UtcMillis
 from payments.money import Money
 
 ScoreBp = Annotated[Int, Field(ge=0, le=10_000)]
@@ -38,13 +38,43 @@ class PaymentRejected(SagaEvent):
     original_payment_id: Str | None = None  # since v2, with DUPLICATE_REQUEST
 
 
+class FeatureContribution(BaseModel):
+    """How much one feature raised a model's score (Avro record payments.risk.FeatureContribution)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: Str
+    bp: Int  # basis points the score falls when this feature alone is set to its training median
+
+
+class ShadowScore(BaseModel):
+    """A candidate model's score of a payment, in shadow: recorded, never acted on (payments.risk.ShadowScore)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_version: Str
+    score_bp: ScoreBp
+    decision: RiskDecision
+
+
 class RiskAssessed(SagaEvent):
+    """The risk service's answer, as the saga accepted it. Since v2 with what the answer was made from:
+    the features, the top contributions of a model decline, the payment's positions in its payer's and
+    payee's histories and the failures applied before it (a replay rebuilds the same features from these,
+    docs/risk.md), and a shadow model's score."""
+
     AVRO_NAME: ClassVar[str] = "payments.events.RiskAssessed"
 
     score_bp: ScoreBp
     decision: RiskDecision
     reasons: list[Str]
     model_version: Str
+    features: dict[Str, Double] = Field(default_factory=dict)
+    contributions: list[FeatureContribution] = Field(default_factory=list)
+    payer_seq: Long = 0
+    payee_seq: Long = 0
+    failures_before: list[Str] = Field(default_factory=list)
+    shadow: ShadowScore | None = None
 
 
 class FundsReserved(SagaEvent):

@@ -46,9 +46,11 @@ from payments.contracts.participants import (
     PartnerQueryResult,
     PartnerSubmissionResult,
     QueryPartnerPayment,
+    RecordRiskOutcome,
     ReleaseFunds,
     ReserveFunds,
     RiskAssessmentCompleted,
+    ScorePayment,
     SubmitToPartner,
 )
 from payments.contracts.settlements import SettlementEvent
@@ -89,6 +91,7 @@ __all__ = [
     "PaymentRejected",
     "PaymentSettled",
     "QueryPartnerPayment",
+    "RecordRiskOutcome",
     "RefundPayment",
     "RefundRejected",
     "ReleaseFunds",
@@ -96,6 +99,7 @@ __all__ = [
     "RiskAssessed",
     "RiskAssessmentCompleted",
     "SagaEvent",
+    "ScorePayment",
     "SettlementEvent",
     "SubmitToPartner",
     "SubmittedToPartner",

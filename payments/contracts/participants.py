@@ -3,7 +3,9 @@ which are keyed by the account they touch (see docs/contracts.md)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from payments.contracts.base import ParticipantCommand, ParticipantReply
 from payments.contracts.codes import (
@@ -14,29 +16,66 @@ from payments.contracts.codes import (
     RiskDecision,
     SubmissionOutcome,
 )
-from payments.contracts.events import ScoreBp
+from payments.contracts.events import FeatureContribution, ScoreBp, ShadowScore
 from payments.contracts.topics import (
     FUNDS_COMMANDS,
     FUNDS_REPLIES,
     PARTNER_COMMANDS,
     PARTNER_REPLIES,
     RISK_COMMANDS,
+    RISK_OUTCOMES,
     RISK_REPLIES,
+    RISK_SCORING,
 )
-from payments.contracts.types import Str, UtcMillis
+from payments.contracts.types import Double, Int, Long, Str, UtcMillis
 from payments.money import Money
 
 
 class AssessRisk(ParticipantCommand):
+    """Keyed by the payee account since v2: the risk service's first stage keeps the payee's history."""
+
     AVRO_NAME: ClassVar[str] = "payments.risk.AssessRisk"
     TOPIC: ClassVar[str] = RISK_COMMANDS
 
     payer_account: Str
     payee_account: Str
     amount: Money
+    partner: Str = ""  # since v2
+    initiated_at: UtcMillis | None = None  # since v2: the features' time; None from v1 (issued_at then)
+    attempt: Int = 1  # since v2
+
+
+class ScorePayment(ParticipantCommand):
+    """Internal to the risk service, keyed by the payer account: the payee's side done, the payer's to do."""
+
+    AVRO_NAME: ClassVar[str] = "payments.risk.ScorePayment"
+    TOPIC: ClassVar[str] = RISK_SCORING
+
+    assess_command_id: Str
+    payer_account: Str
+    payee_account: Str
+    amount: Money
+    partner: Str
+    initiated_at: UtcMillis
+    attempt: Int
+    payee_seq: Long
+    payee_features: dict[Str, Double]
+
+
+class RecordRiskOutcome(ParticipantCommand):
+    """From the saga, keyed by the payer account: a payment risk approved failed afterwards. No reply."""
+
+    AVRO_NAME: ClassVar[str] = "payments.risk.RecordRiskOutcome"
+    TOPIC: ClassVar[str] = RISK_OUTCOMES
+
+    payer_account: Str
+    outcome: Literal["FAILED"]
+    reason_code: Str
 
 
 class RiskAssessmentCompleted(ParticipantReply):
+    """The answer; since v2 with what it was made from (the fields RiskAssessed records, docs/risk.md)."""
+
     AVRO_NAME: ClassVar[str] = "payments.risk.RiskAssessmentCompleted"
     TOPIC: ClassVar[str] = RISK_REPLIES
 
@@ -44,6 +83,12 @@ class RiskAssessmentCompleted(ParticipantReply):
     decision: RiskDecision
     reasons: list[Str]
     model_version: Str
+    features: dict[Str, Double] = Field(default_factory=dict)
+    contributions: list[FeatureContribution] = Field(default_factory=list)
+    payer_seq: Long = 0
+    payee_seq: Long = 0
+    failures_before: list[Str] = Field(default_factory=list)
+    shadow: ShadowScore | None = None
 
 
 class ReserveFunds(ParticipantCommand):

@@ -20,8 +20,11 @@ SETTLEMENTS: Final = "payments.settlements"  # the public downstream contract
 DLQ: Final = "payments.dlq"  # dead letters of every Kafka->Kafka service
 DLQ_REDRIVES: Final = "payments.dlq-redrives"  # compacted audit: which dead letters were redriven (ops.dlq)
 
-RISK_COMMANDS: Final = "risk.commands"
+RISK_COMMANDS: Final = "risk.commands"  # keyed by payee account (the risk service's first stage)
+RISK_SCORING: Final = "risk.scoring"  # internal to the risk service: its second stage, keyed by payer account
+RISK_OUTCOMES: Final = "risk.outcomes"  # from the saga: failures after approval, keyed by payer account
 RISK_REPLIES: Final = "risk.replies"
+RISK_MODELS: Final = "risk.models"  # which risk models score: operator changes, one partition (ops.risk_models)
 FUNDS_COMMANDS: Final = "funds.commands"  # keyed by account id (see docs/participants.md)
 FUNDS_REPLIES: Final = "funds.replies"
 PARTNER_COMMANDS: Final = "partner.commands"

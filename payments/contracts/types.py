@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, AwareDatetime, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, AwareDatetime, Field, StrictFloat, StrictInt, StrictStr
 from pydantic.types import Strict
 
 INT32_MIN: Final = -(2**31)
@@ -37,5 +37,7 @@ def _utc_millis(value: datetime) -> datetime:
 Str = StrictStr
 Long = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX), AvroHint("long")]
 Int = Annotated[StrictInt, Field(ge=INT32_MIN, le=INT32_MAX), AvroHint("int")]
+# A model input (risk features), never money: money is an integer of minor units (payments.money).
+Double = Annotated[StrictFloat, Field(allow_inf_nan=False), AvroHint("double")]
 UtcMillis = Annotated[AwareDatetime, Strict(), AfterValidator(_utc_millis), AvroHint("timestamp-millis")]
 """A timezone-aware datetime, normalised to UTC at millisecond precision."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
@@ -48,10 +49,14 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Decision(Generic[S]):
-    """The new state for the key (None deletes it) and the messages to emit."""
+    """The new state for the key (None deletes it) and the messages to emit.
+
+    `notes` are what the Logic wants counted once the decision is committed (its metrics): the loop hands
+    them to an `Observing` Logic's `observe` after the commit, never for an aborted transaction."""
 
     state: S | None
     outgoing: tuple[Outgoing, ...] = field(default_factory=tuple)
+    notes: tuple[object, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,15 @@ class Logic(Protocol[S]):
     def encode_state(self, state: S) -> bytes: ...
 
     def decode_state(self, data: bytes) -> S: ...
+
+
+class Observing(Protocol):
+    """The extra side of a Logic that counts what it decided (the risk service's models, in shadow too)."""
+
+    def observe(self, notes: Sequence[object]) -> None:
+        """The notes of a committed checkpoint's decisions, in order. Metrics only: must not raise; the loop
+        logs an exception and goes on."""
+        ...
 
 
 CallKey = tuple[int, str, str]  # partition, state key, call id

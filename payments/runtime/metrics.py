@@ -55,6 +55,15 @@ PAYMENT_LATENCY: Final = METER.create_histogram(
 PARTNER_CALL: Final = METER.create_histogram(
     "payments.partner.call.duration", unit="s", explicit_bucket_boundaries_advisory=CALL_BUCKETS,
     description="one HTTP request to a payment partner, by partner, operation and result")
+RISK_ASSESSMENTS: Final = METER.create_counter(
+    "payments.risk.assessments", unit="{payment}",
+    description="payments the risk service assessed, by model version, decision and what declined (rules, model)")
+RISK_SCORES: Final = METER.create_counter(
+    "payments.risk.scores", unit="{payment}",
+    description="risk scores by model version, role (active, candidate) and score bin (its upper bound in bp)")
+RISK_SHADOW_DECISIONS: Final = METER.create_counter(
+    "payments.risk.shadow.decisions", unit="{payment}",
+    description="payments scored by the active and the candidate model, by both models' decisions")
 
 
 class Gauges:
@@ -96,6 +105,9 @@ PAYMENTS_STUCK: Final = "payments.stuck"
 PROJECTION_LAG_SECONDS: Final = "payments.projection.lag"
 LEDGER_NET: Final = "payments.ledger.net"
 LEDGER_UNPOSTED: Final = "payments.ledger.unposted"
+RISK_MODEL: Final = "payments.risk.model"
+RISK_SHADOW_AGREEMENT: Final = "payments.risk.shadow.agreement"
+RISK_SHADOW_PSI: Final = "payments.risk.shadow.psi"
 
 _GAUGE_HELP: Final = {
     CONSUMER_LAG: ("{record}", "records in an input partition past what the service or projection committed"),
@@ -108,6 +120,11 @@ _GAUGE_HELP: Final = {
     PROJECTION_LAG_SECONDS: ("s", "age of the newest record a projection has applied, when records wait"),
     LEDGER_NET: ("", "sum of every ledger account balance, per currency, in minor units: 0 unless the ledger is wrong"),
     LEDGER_UNPOSTED: ("{event}", "events the ledger projection could not post (ledger_unposted)"),
+    RISK_MODEL: ("", "1 for each risk model this instance scores with, by role (active, candidate) and version"),
+    RISK_SHADOW_AGREEMENT: ("", "share of payments the candidate model decided as the active one did, since it "
+                                "started in shadow on this instance"),
+    RISK_SHADOW_PSI: ("", "population stability index of the candidate's scores against the active model's, "
+                          "on the same payments, since it started in shadow on this instance"),
 }
 
 

@@ -215,14 +215,21 @@ class Processor(Generic[S]):
         # Metrics (payments.runtime.metrics): counted as a checkpoint goes, recorded once it committed.
         self._labels = {"service": logic.service}
         self._group = topics.group(logic.service)
-        self._outcomes_of: Callable[[Decision[S]], tuple[Outcome, ...]] | None = getattr(logic, "outcomes", None)
-        self._outcomes: list[Outcome] = []
+        self._watch_decisions(logic)
         self._dead_counts: dict[tuple[str, str, str], int] = {}
         self._register_metrics()
         try:
             self._call(lambda: self.producer.init_transactions(self.config.call_timeout_s), "init_transactions")
         except KafkaException as error:
             raise FatalProcessorError(f"init_transactions failed: {error.args[0]}") from error
+
+    def _watch_decisions(self, logic: Logic[S]) -> None:
+        """What a Logic reports of its committed decisions: terminal outcomes (`outcomes`), and notes it
+        counts itself (payments.runtime.logic.Observing)."""
+        self._outcomes_of: Callable[[Decision[S]], tuple[Outcome, ...]] | None = getattr(logic, "outcomes", None)
+        self._outcomes: list[Outcome] = []
+        self._observe: Callable[[list[object]], None] | None = getattr(logic, "observe", None)
+        self._notes: list[object] = []
 
     def _register_metrics(self) -> None:
         state, labels = self.state, self._labels
@@ -330,6 +337,7 @@ class Processor(Generic[S]):
         self._encoded = {}
         self._store_writes = {}
         self._outcomes = []
+        self._notes = []
         self._dead_counts = {}
         started = time.monotonic()
         isolating = self._isolating()
@@ -395,6 +403,11 @@ class Processor(Generic[S]):
         for (topic, error_class, reason_code), count in self._dead_counts.items():
             metrics.RECORDS_DEAD_LETTERED.add(count, {**self._labels, "topic": topic, "error_class": error_class,
                                                       "reason_code": reason_code})
+        if self._observe is not None and self._notes:
+            try:
+                self._observe(self._notes)
+            except Exception:  # a Logic's metrics must never stop the loop
+                self._log.exception("observe_failed", notes=len(self._notes))
         for outcome in self._outcomes:
             labels = {"outcome": outcome.outcome, "reason_code": outcome.reason_code}
             metrics.PAYMENT_OUTCOMES.add(1, labels)
@@ -616,6 +629,7 @@ class Processor(Generic[S]):
             changes[key] = decision.state
         if self._outcomes_of is not None and decision.outgoing:
             self._outcomes += self._outcomes_of(decision)
+        self._notes += decision.notes
         for topic, out_key, value, headers in produced:
             self._produce_raw(topic, out_key, value, headers, blame=blame)
 

@@ -1,4 +1,5 @@
-"""Participant retention (docs/participants.md): what each keeps, for how long, and what an older command gets."""
+"""Participant retention (docs/participants.md): what each keeps, for how long, and what an older command gets.
+The risk service's is in test_risk.py (its accounts' histories)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,17 @@ import pytest
 
 from consumers.funds.logic import FundsLogic, FundsState
 from consumers.partner.logic import PartnerAnswer, PartnerGatewayLogic
-from consumers.risk.logic import RiskLogic
 from consumers.settlement.logic import SettlementPublisherLogic
 from payments.contracts.participants import FundsReleaseResult, PartnerSubmissionResult, ReleaseFunds
-from payments.contracts.topics import FUNDS_COMMANDS, PARTNER_COMMANDS, RISK_COMMANDS
+from payments.contracts.topics import FUNDS_COMMANDS, PARTNER_COMMANDS
 from payments.runtime.logic import Completion, InputRejected
 from tests.unit.consumers.helpers import NOW, incoming
 from tests.unit.consumers.test_funds import SEED, commit, release, reserve
 from tests.unit.consumers.test_partner import submit_command
-from tests.unit.consumers.test_risk import assess_risk
 from tests.unit.consumers.test_settlement import EVENTS, refunded, settled
 
 DAY = timedelta(days=1)
 RETENTION = 7 * DAY
-
-
-def test_risk_forgets_a_payment_retention_after_its_last_answer_and_never_scores_a_stale_command() -> None:
-    logic = RiskLogic(retention=RETENTION)
-    state = logic.decide(None, incoming(assess_risk(), RISK_COMMANDS), NOW).state
-    assert state is not None and logic.next_deadline(state) == NOW + RETENTION
-    assert logic.fire_timers("pay-1", state, NOW + RETENTION - timedelta(seconds=1)).state == state
-    assert logic.fire_timers("pay-1", state, NOW + RETENTION).state is None
-    with pytest.raises(InputRejected) as rejected:
-        logic.decide(None, incoming(assess_risk(), RISK_COMMANDS), NOW + RETENTION)
-    assert (rejected.value.error_class, rejected.value.reason_code) == ("StaleCommand", "stale_command")
 
 
 def test_the_partner_gateway_keeps_a_payment_while_a_call_is_out_and_forgets_it_after_the_last_answer() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,23 +10,13 @@ import pytest
 from consumers.risk.artifact import load_artifact
 from consumers.risk.features import FEATURES
 from consumers.risk.scoring import RiskModelError
-from consumers.risk.synthetic import generate
-from consumers.risk.training import Example, examples_of, train
+from consumers.risk.training import Example, train
 from ops.cli import main
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 @pytest.fixture(scope="module")
-def sample() -> tuple[list[Example], dict[str, str]]:
-    traffic = generate(seed=5, customers=400, days=20, start=START, fraud_share=0.08)
-    return examples_of(traffic.attempts, traffic.labels), dict(traffic.labels)
-
-
-@pytest.fixture(scope="module")
-def trained(sample: tuple[list[Example], dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    manifest = train(sample[0], tmp_path_factory.mktemp("model"), seed=5)
-    return next(tmp_path_factory.getbasetemp().glob(f"model*/{manifest.version}.json"))
+def sample(risk_sample: tuple[list[Example], dict[str, str]]) -> tuple[list[Example], dict[str, str]]:
+    return risk_sample
 
 
 def test_a_model_trained_on_the_first_weeks_finds_the_fraud_of_the_last(trained: Path) -> None:

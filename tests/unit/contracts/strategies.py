@@ -56,9 +56,13 @@ def for_annotation(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[An
     if origin is list:
         return st.lists(for_annotation(get_args(annotation)[0], []), max_size=4)
     if origin is dict:
-        return st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4)
+        return st.dictionaries(st.text(max_size=8), for_annotation(get_args(annotation)[1], []), max_size=4)
     if annotation is Money:
         return MONEY
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a nested record
+        return for_model(annotation)
+    if annotation is float:
+        return st.floats(allow_nan=False, allow_infinity=False)
     if annotation is str:
         return st.text(max_size=40)
     if annotation is int:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import AwareDatetime, BaseModel
 from pydantic_core import PydanticUndefined
 
+from payments.contracts.events import FeatureContribution, ShadowScore
 from payments.contracts.messages import MESSAGE_TYPES
 from payments.contracts.schema_store import default_store
 from payments.contracts.types import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, AvroHint
@@ -35,7 +36,7 @@ def avro_shape(schema: Any, named: dict[str, Any] | None = None) -> Any:  # noqa
         return ("array", avro_shape(schema["items"], named))
     if kind == "map":
         return ("map", avro_shape(schema["values"], named))
-    if isinstance(kind, str) and kind in {"string", "long", "int", "boolean", "null"}:
+    if isinstance(kind, str) and kind in {"string", "long", "int", "boolean", "null", "double"}:
         return kind
     raise AssertionError(f"unexpected Avro type {schema!r}")
 
@@ -67,6 +68,9 @@ def python_shape(annotation: Any, metadata: list[Any]) -> Any:  # noqa: PLR0911 
         return hints[0] if hints else _int_kind_from_bounds(metadata)
     if annotation is bool:
         return "boolean"
+    if annotation is float:
+        assert hints == ["double"], "a float field is an Avro double, and only a model input (risk features)"
+        return "double"
     if annotation in (datetime, AwareDatetime):
         assert hints == ["timestamp-millis"]
         return "timestamp-millis"
@@ -83,7 +87,9 @@ def _int_kind_from_bounds(metadata: list[Any]) -> str:
     raise AssertionError(f"an int field must be bounded to int32 or int64, got {metadata!r}")
 
 
-MODEL_RECORD_NAMES: dict[type[BaseModel], str] = {Money: "payments.common.Money"}
+MODEL_RECORD_NAMES: dict[type[BaseModel], str] = {Money: "payments.common.Money",
+                                                   FeatureContribution: "payments.risk.FeatureContribution",
+                                                   ShadowScore: "payments.risk.ShadowScore"}
 
 
 def model_fields_shape(cls: type[BaseModel]) -> tuple[tuple[str, Any], ...]:

@@ -42,7 +42,8 @@ def test_a_service_reads_its_inputs_and_writes_its_outputs_changelog_and_dead_le
     bindings = acl_bindings(topics)
     logic = SERVICES[name].logic
     changelog = topics.changelog(name)
-    assert granted(bindings, name, "READ") == {topics.name(t) for t in logic.input_topics} | {changelog}
+    reads = {topics.name(t) for t in SERVICES[name].reads}
+    assert granted(bindings, name, "READ") == {topics.name(t) for t in logic.input_topics} | {changelog} | reads
     assert granted(bindings, name, "WRITE") == {topics.name(t) for t in logic.output_topics} | {topics.dlq, changelog}
     assert granted(bindings, name, "DESCRIBE") == granted(bindings, name, "READ") | granted(bindings, name, "WRITE")
     assert granted(bindings, name, "READ", "GROUP") == {f"t1.{name}", "reader-"}
@@ -52,9 +53,12 @@ def test_a_service_reads_its_inputs_and_writes_its_outputs_changelog_and_dead_le
     assert not granted(bindings, name, "CREATE") and not granted(bindings, name, "ALTER")
 
 
-def test_risk_may_not_touch_the_commands_or_the_events_of_payments() -> None:
+def test_risk_may_not_touch_the_commands_or_the_events_of_payments_nor_change_its_own_models() -> None:
     bindings = acl_bindings(Topics())
     assert base.RISK_COMMANDS in granted(bindings, "risk", "READ")
+    assert base.RISK_MODELS in granted(bindings, "risk", "READ") and base.RISK_MODELS not in granted(
+        bindings, "risk", "WRITE")
+    assert base.RISK_MODELS in granted(bindings, "operator", "WRITE")
     reachable = granted(bindings, "risk", "READ") | granted(bindings, "risk", "WRITE")
     assert base.COMMANDS not in reachable and base.EVENTS not in reachable
 

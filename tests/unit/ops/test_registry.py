@@ -26,12 +26,17 @@ def test_topology_holds_every_topic_a_service_or_projection_uses_and_every_messa
         assert all(TOPICS.name(base) in specs for base in projection.projection().topics)
     assert {TOPICS.name(cls.TOPIC) for cls in MESSAGE_TYPES.values()} <= set(specs)
     assert TOPICS.name(DLQ) in specs
-    assert {spec.partitions for spec in specs.values()} == {6}  # co-partitioned
+    reads = {TOPICS.name(base) for service in SERVICES.values() for base in service.reads}
+    assert reads and reads <= set(specs)  # the risk models
+    assert {spec.partitions for name, spec in specs.items() if name not in reads} == {6}  # co-partitioned
+    assert {specs[name].partitions for name in reads} == {1}  # one order of changes
 
 
 def test_every_service_builds_its_logic_from_the_settings(tmp_path: Path) -> None:
     settings = Settings.load({"PAYMENTS_PARTNER_DATA_DIR": str(tmp_path), "PAYMENTS_SAGA_TIME_SCALE": "0.5"})
     for name, spec in SERVICES.items():
+        if spec.reads:  # it reads its configuration from Kafka at start: tests/integration/test_risk_models.py
+            continue
         logic = spec.build(settings)
         assert (logic.service, logic.input_topics, logic.output_topics) == (
             name, spec.logic.input_topics, spec.logic.output_topics)

@@ -17,10 +17,12 @@ from payments.contracts.events import (
     FundsReleased,
     FundsReserved,
     PartnerAccepted,
+    PaymentFailed,
     PaymentRefunded,
     PaymentRejected,
     PaymentSettled,
     RefundRejected,
+    RiskAssessed,
     SubmittedToPartner,
 )
 from payments.contracts.participants import (
@@ -28,6 +30,7 @@ from payments.contracts.participants import (
     CommitFunds,
     PartnerQueryResult,
     QueryPartnerPayment,
+    RecordRiskOutcome,
     ReleaseFunds,
     ReserveFunds,
     SubmitToPartner,
@@ -88,6 +91,11 @@ class SagaMachine(RuleBasedStateMachine):
 
     def _check_step(self, before: int, cause: Message | None) -> None:
         new = self.saga.events[before:]
+        # The risk service hears of a failure exactly when a payment it approved fails
+        approved = any(isinstance(e, RiskAssessed) and e.decision == "APPROVE" for e in self.saga.events)
+        told = [o for o in self.saga.last if isinstance(o.message, RecordRiskOutcome)] if new else []
+        failed_now = any(isinstance(e, PaymentFailed) for e in new)
+        assert len(told) == (1 if failed_now and approved else 0), (new, told)
         for event in new:
             if isinstance(event, SubmittedToPartner) and event.attempt > 1:
                 # a resubmission only ever follows the partner saying it has no record
@@ -124,7 +132,8 @@ class SagaMachine(RuleBasedStateMachine):
     @rule()
     def progress(self) -> None:
         """The participant answers the latest command the way the happy path needs."""
-        command = self.saga.sent[-1].message
+        # The latest command that awaits a reply (a failure notice to risk awaits none)
+        command = [out.message for out in self.saga.sent if type(out.message) in OUTCOMES][-1]
         assert isinstance(command, ParticipantCommand)
         message = reply_to(command, OUTCOMES[type(command)][0])
         self.replies.append(message)
@@ -139,7 +148,7 @@ class SagaMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def reply(self, data: st.DataObject) -> None:
         """A reply to any command ever sent: the latest, an old one (stale) or one already answered."""
-        commands = [out.message for out in self.saga.sent if isinstance(out.message, ParticipantCommand)]
+        commands = [out.message for out in self.saga.sent if type(out.message) in OUTCOMES]
         latest_first = st.integers(min_value=0, max_value=len(commands) - 1).map(lambda i: len(commands) - 1 - i)
         command = commands[data.draw(latest_first)]
         outcome = data.draw(st.sampled_from(OUTCOMES[type(command)]))

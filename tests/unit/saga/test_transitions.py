@@ -9,6 +9,7 @@ from orchestrator.saga import OrchestratorLogic
 from orchestrator.state import hold_id, submission_id
 from payments.contracts.events import (
     CompensationFailed,
+    FeatureContribution,
     FundsReleased,
     FundsReservationFailed,
     PaymentCancelled,
@@ -16,12 +17,15 @@ from payments.contracts.events import (
     PaymentInitiated,
     PaymentRejected,
     PaymentSettled,
+    RiskAssessed,
+    ShadowScore,
     SubmittedToPartner,
 )
 from payments.contracts.participants import (
     AssessRisk,
     CommitFunds,
     QueryPartnerPayment,
+    RecordRiskOutcome,
     ReleaseFunds,
     ReserveFunds,
     SubmitToPartner,
@@ -53,7 +57,11 @@ def test_valid_initiate_emits_initiated_and_asks_risk() -> None:
     saga = Saga()
     out = saga.handle(initiate())
     assert saga.types(out) == ["PaymentInitiated", "AssessRisk"]
-    assert [(o.destination, o.key) for o in out] == [("payments.events", PAYMENT_ID), ("risk.commands", PAYMENT_ID)]
+    # AssessRisk is keyed by the payee: the risk service keeps each payee's history on one partition
+    payee = initiate().payee_account
+    assert [(o.destination, o.key) for o in out] == [("payments.events", PAYMENT_ID), ("risk.commands", payee)]
+    asked = saga.last_command(AssessRisk)
+    assert (asked.partner, asked.initiated_at, asked.attempt) == ("simbank", saga.events[0].occurred_at, 1)
     assert saga.status == "AWAITING_RISK"
     event = saga.events[0]
     assert (event.seq, event.event_id) == (1, event_id(PAYMENT_ID, 1, event.causation_id))
@@ -80,6 +88,18 @@ def test_risk_approval_records_assessment_and_reserves_funds_keyed_by_payer_acco
     assert saga.status == "RESERVING_FUNDS"
 
 
+def test_risk_assessed_records_what_the_answer_was_made_from() -> None:
+    saga = stages.awaiting_risk()
+    reply = risk_reply(saga.last_command(AssessRisk)).model_copy(update={
+        "features": {"amount_log": 2.5, "payer_count_1h": 3.0}, "payer_seq": 7, "payee_seq": 2,
+        "failures_before": ["pay-0"], "contributions": [FeatureContribution(feature="payer_count_1h", bp=900)],
+        "shadow": ShadowScore(model_version="gbm-x", score_bp=40, decision="APPROVE")})
+    saga.handle(reply)
+    (assessed,) = saga.emitted(RiskAssessed)
+    fields = ("features", "payer_seq", "payee_seq", "failures_before", "contributions", "shadow", "model_version")
+    assert assessed.model_dump(include=set(fields)) == reply.model_dump(include=set(fields))
+
+
 def test_risk_decline_fails_the_payment_at_stage_risk() -> None:
     saga = stages.awaiting_risk()
     out = saga.handle(risk_reply(saga.last_command(AssessRisk), "DECLINE"))
@@ -100,8 +120,14 @@ def test_reserved_funds_submit_to_partner_with_deterministic_submission_id() -> 
 def test_insufficient_funds_fails_the_payment_without_partner_call() -> None:
     saga = stages.reserving_funds()
     out = saga.handle(reservation_reply(saga.last_command(ReserveFunds), "INSUFFICIENT_FUNDS"))
-    assert saga.types(out) == ["FundsReservationFailed", "PaymentFailed"]
+    assert saga.types(out) == ["FundsReservationFailed", "PaymentFailed", "RecordRiskOutcome"]
     assert saga.emitted(PaymentFailed)[0].reason_code == "INSUFFICIENT_FUNDS"
+    told = out[-1]  # the risk service counts the failure in the payer's history, keyed by the payer
+    payer = initiate().payer_account
+    assert (told.destination, told.key) == ("risk.outcomes", payer)
+    assert told.message == RecordRiskOutcome(payment_id=PAYMENT_ID, command_id=told.message.message_id,
+                                             issued_at=saga.now, payer_account=payer, outcome="FAILED",
+                                             reason_code="INSUFFICIENT_FUNDS")
     assert saga.status == "FAILED"
 
 
@@ -137,7 +163,7 @@ def test_partner_decline_releases_funds_then_fails_at_stage_partner() -> None:
     assert saga.types(out) == ["PartnerDeclined", "ReleaseFunds"]
     assert saga.status == "RELEASING"
     out = saga.handle(release_reply(saga.last_command(ReleaseFunds)))
-    assert saga.types(out) == ["FundsReleased", "PaymentFailed"]
+    assert saga.types(out) == ["FundsReleased", "PaymentFailed", "RecordRiskOutcome"]
     failed = saga.emitted(PaymentFailed)[0]
     assert (failed.stage, failed.reason_code) == ("PARTNER", "INSUFFICIENT_LIMIT")
 
@@ -235,6 +261,7 @@ def test_risk_timeout_retries_with_a_new_command_then_fails() -> None:
     failed = saga.emitted(PaymentFailed)[0]
     assert (failed.stage, failed.reason_code) == ("TIMEOUT", "RISK_TIMEOUT")
     assert len({c.command_id for c in saga.commands(AssessRisk)}) == 3
+    assert [c.attempt for c in saga.commands(AssessRisk)] == [1, 2, 3]  # only the first is added to histories
 
 
 def test_late_reply_to_an_earlier_risk_attempt_is_accepted() -> None:
@@ -258,7 +285,7 @@ def test_funds_reservation_timeout_fails_and_releases_any_late_hold() -> None:
     out = saga.expire()
     assert saga.types(out) == ["FundsReservationFailed", "ParticipantCommandIssued", "ReleaseFunds"]
     out = saga.handle(release_reply(saga.last_command(ReleaseFunds), "UNKNOWN_HOLD"))
-    assert saga.types(out) == ["PaymentFailed"]  # nothing was reserved as far as the saga knows
+    assert saga.types(out) == ["PaymentFailed", "RecordRiskOutcome"]  # nothing was reserved, as far as it knows
     assert saga.emitted(PaymentFailed)[0].reason_code == "FUNDS_TIMEOUT"
 
 
@@ -284,7 +311,7 @@ def test_release_that_never_answers_is_retried_then_compensation_failed_then_lat
     assert (alert.step, alert.attempts) == ("FUNDS_RELEASE", 10)
     assert saga.status == "COMPENSATION_FAILED"
     out = saga.handle(release_reply(saga.commands(ReleaseFunds)[3]))
-    assert saga.types(out) == ["FundsReleased", "PaymentFailed"]
+    assert saga.types(out) == ["FundsReleased", "PaymentFailed", "RecordRiskOutcome"]
     assert saga.status == "FAILED"
 
 
