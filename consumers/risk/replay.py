@@ -36,7 +36,10 @@ from consumers.risk.features import (
     record,
     record_outcome,
 )
+from consumers.risk.shadow import ShadowTally
+from payments.contracts.base import SagaEvent
 from payments.contracts.codes import RiskDecision
+from payments.contracts.events import PaymentInitiated, RiskAssessed
 
 
 @dataclass(frozen=True)
@@ -124,3 +127,64 @@ def replay(payments: Iterable[Assessed]) -> list[Replayed]:
         both = pid in payer and pid in payee
         replayed.append(Replayed(payment, combined(payer[pid], payee[pid]) if both else None))
     return replayed
+
+
+class Collector:
+    """Gathers, from `payments.events` read in any partition order, each payment's terms and its risk answer.
+
+    Keeps only what the replay needs (a few hundred bytes a payment). A payment id seen initiated again
+    (a new generation after the saga forgot it) starts over."""
+
+    def __init__(self) -> None:
+        self._initiated: dict[str, PaymentInitiated] = {}
+        self._assessed: dict[str, Assessed] = {}
+        self.events = 0
+        self.v1_answers = 0  # RiskAssessed from a service before features were recorded (nothing to replay)
+        self.shadows: dict[tuple[str, str], ShadowTally] = {}  # (active, candidate) -> the recorded comparison
+
+    def add(self, event: SagaEvent) -> None:
+        self.events += 1
+        if isinstance(event, PaymentInitiated):
+            self._initiated[event.payment_id] = event
+            self._assessed.pop(event.payment_id, None)
+        elif isinstance(event, RiskAssessed):
+            if event.shadow is not None:
+                tally = self.shadows.setdefault((event.model_version, event.shadow.model_version), ShadowTally())
+                tally.add(active_bp=event.score_bp, active_declines=event.decision == "DECLINE",
+                          candidate_bp=event.shadow.score_bp, candidate_declines=event.shadow.decision == "DECLINE")
+            initiated = self._initiated.get(event.payment_id)
+            if initiated is None:
+                return  # its initiation is before the log's start (retention, compaction): nothing to replay
+            if not event.features and event.payer_seq == 0:
+                self.v1_answers += 1
+            attempt = Attempt(event.payment_id, initiated.occurred_at, initiated.payer_account,
+                              initiated.payee_account, initiated.amount, initiated.partner)
+            self._assessed[event.payment_id] = Assessed(
+                attempt, event.decision, event.payer_seq, event.payee_seq, tuple(event.failures_before),
+                event.features, event.model_version)
+
+    def assessed(self) -> list[Assessed]:
+        """Every payment with a risk answer, in the order its answer was read."""
+        return list(self._assessed.values())
+
+
+@dataclass(frozen=True)
+class SkewReport:
+    """How the replayed features compare with the recorded ones."""
+
+    payments: int  # with a risk answer in the log
+    rebuilt: int  # features rebuilt (added to both histories)
+    compared: int  # ... of which the service recorded features
+    equal: int
+    differing: tuple[str, ...]  # payment ids whose features differ (the first ones)
+
+    @property
+    def exact(self) -> bool:
+        return self.equal == self.compared
+
+
+def skew(replayed: list[Replayed], shown_max: int = 10) -> SkewReport:
+    compared = [r for r in replayed if r.matches is not None]
+    differing = [r.payment_id for r in compared if not r.matches]
+    return SkewReport(len(replayed), sum(r.features is not None for r in replayed), len(compared),
+                      len(compared) - len(differing), tuple(differing[:shown_max]))

@@ -6,11 +6,15 @@ Its assumptions (docs/risk.md, "Training data") are deliberately simple and stat
 - Customers: each has a home currency, one or two partners, 2 to 8 regular payees and a personal
   typical amount (log-normal around 40 major units, sigma 0.5 per payment). They pay 0.3 to 3 times a
   day, at exponentially distributed gaps, mostly regular payees (one payment in ten goes to a new one).
+  Four in ten are there from the start; the others join at a uniform time in the first 80 % of the
+  period, so a new account paying is ordinary, not a sign.
   Honest look-alikes make the patterns less than trivial: one payment in a hundred is a big purchase
-  (5 to 30 times the typical amount) at a new shop, and one in a hundred starts a burst of 3 to 8
-  small payments within about an hour.
+  (5 to 30 times the typical amount) at a new shop, one in a hundred starts a burst of 3 to 8
+  small payments within about an hour, and one in twenty is a micro-payment (0.50 to 3.00: transit, an
+  app store), half of them to a payee never paid before.
 - Card testing (label `card_testing`): a stolen credential is tried with a burst of 8 to 25 tiny
-  payments (0.50 to 3.00) within 30 minutes, to 1 to 3 payees the customer never paid.
+  payments (0.50 to 3.00) within 30 minutes, to 1 to 3 payees the customer never paid; half the time
+  from the victim's account, half from an account the fraudster opened just before.
 - Account takeover (`account_takeover`): a taken-over account sends 1 to 4 payments of 8 to 40 times the
   customer's typical amount to new payees within an hour, often through a partner it never used.
 - Mule fan-out (`mule_fan_out`): a mule account that received money sends it on within a day to 6 to
@@ -63,6 +67,7 @@ class _Customer:
     payees: list[str]
     typical_major: float
     per_day: float
+    joined: datetime
 
 
 def _money(major: float, currency: str) -> Money:
@@ -95,14 +100,19 @@ def generate(*, seed: int, customers: int, days: int, start: datetime,
             account=f"customer-{i:06d}", currency=rng.choice(CURRENCIES),
             partners=tuple(rng.sample(PARTNERS, rng.choice((1, 1, 2)))),
             payees=rng.sample(merchants, rng.randint(2, 8)),
-            typical_major=math.exp(rng.gauss(math.log(40), 0.8)), per_day=rng.uniform(0.3, 3.0)))
+            typical_major=math.exp(rng.gauss(math.log(40), 0.8)), per_day=rng.uniform(0.3, 3.0),
+            joined=start + timedelta(days=0 if rng.random() < 0.4 else rng.uniform(0, days * 0.8))))
     for person in people:
-        at = start + timedelta(days=rng.expovariate(person.per_day))
+        at = person.joined + timedelta(days=rng.expovariate(person.per_day))
         while at < end:
             payee = rng.choice(merchants) if rng.random() < 0.1 else rng.choice(person.payees)
             major = person.typical_major * math.exp(rng.gauss(0, 0.5))
-            if rng.random() < 0.01:  # an honest big purchase at a new shop: what a takeover looks like
+            kind = rng.random()
+            if kind < 0.01:  # an honest big purchase at a new shop: what a takeover looks like
                 payee, major = rng.choice(merchants), person.typical_major * rng.uniform(5, 30)
+            elif kind < 0.06:  # a micro-payment (transit, an app store): what one card test looks like
+                payee = rng.choice(merchants) if rng.random() < 0.5 else payee
+                major = rng.uniform(0.5, 3.0)
             pay(at, person.account, payee, major, currency=person.currency, partner=rng.choice(person.partners))
             if rng.random() < 0.01:  # an honest burst (tickets, top-ups): what card testing looks like
                 for _ in range(rng.randint(3, 8)):
@@ -113,7 +123,7 @@ def generate(*, seed: int, customers: int, days: int, start: datetime,
     # Fraud begins after the first fifth of the period, so every victim has a history first.
     victims = rng.sample(people, max(len(PATTERNS), round(customers * fraud_share)) if fraud_share > 0 else 0)
     for n, victim in enumerate(victims):
-        at = start + timedelta(days=rng.uniform(days / 5, days * 0.95))
+        at = max(victim.joined + timedelta(days=2), start + timedelta(days=rng.uniform(days / 5, days * 0.95)))
         _inject(rng, PATTERNS[n % len(PATTERNS)], victim, at, tag=f"{seed}-{n}", pay=pay)
     attempts.sort(key=lambda a: (a.at, a.payment_id))
     failing = random.Random(seed * 7_919 + 1)
@@ -132,9 +142,10 @@ def _inject(rng: random.Random, pattern: Pattern, victim: _Customer, at: datetim
     strangers = [f"stranger-{tag}-{k}" for k in range(16)]
     if pattern == "card_testing":
         targets = strangers[:rng.randint(1, 3)]
+        payer = victim.account if rng.random() < 0.5 else f"fresh-{tag}"  # the victim's, or one just opened
         for _ in range(rng.randint(8, 25)):
             at += timedelta(seconds=rng.uniform(10, 110))
-            pay(at, victim.account, rng.choice(targets), rng.uniform(0.5, 3.0), currency=victim.currency,
+            pay(at, payer, rng.choice(targets), rng.uniform(0.5, 3.0), currency=victim.currency,
                 partner=rng.choice(victim.partners), pattern=pattern)
     elif pattern == "account_takeover":
         partner = rng.choice(PARTNERS)

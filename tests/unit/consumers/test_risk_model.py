@@ -96,8 +96,8 @@ def test_a_missing_model_is_refused(tmp_path: Path) -> None:
 
 def test_the_train_command_prints_the_manifest_of_the_model_it_wrote(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["risk", "train", "--customers", "400", "--days", "20", "--fraud-share", "0.08", "--seed", "2",
-                 "--out", str(tmp_path), "--json"]) == 0
+    assert main(["risk", "train", "--from", "synthetic", "--customers", "400", "--days", "20", "--fraud-share",
+                 "0.08", "--seed", "2", "--out", str(tmp_path), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert load_artifact(Path(printed["path"])).version == printed["version"]
     assert printed["metrics"]["auc"] > 0.95
@@ -105,7 +105,7 @@ def test_the_train_command_prints_the_manifest_of_the_model_it_wrote(tmp_path: P
 
 def test_the_train_command_refuses_too_little_data_in_one_line(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["risk", "train", "--customers", "20", "--days", "2", "--fraud-share", "0.0",
+    assert main(["risk", "train", "--from", "synthetic", "--customers", "20", "--days", "2", "--fraud-share", "0.0",
                  "--out", str(tmp_path)]) == 1
     error = capsys.readouterr().err.strip()
     assert "only one class" in error and "\n" not in error
