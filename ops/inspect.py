@@ -5,13 +5,14 @@ What it reads, in order (read only; it writes nothing anywhere):
   1. Kafka, `read_committed`, from the beginning of each partition to its end offset captured at the
      start, and only the ONE partition the payment's key maps to (murmur2 of the key, like every
      producer of the project, `payments.runtime.topics`): `intake.commands`, `intake.claim-results`,
-     `payments.admitted`, `payments.events`, `risk.commands`, `risk.replies`, `funds.replies`,
-     `partner.commands`, `partner.replies`, `payments.settlements` and `payments.dlq` (dead letters keep
-     their original key, and their reason is shown), all keyed by payment id; then
-     `funds.commands`, keyed by the payer's account (docs/participants.md), on the partition of the
-     account its `PaymentInitiated` names. Only records whose key is the payment id (or that account)
-     are decoded. `payments.commands` is not read: upstream may put a command on any partition, so only
-     a scan of the whole topic could find it; `intake.commands` holds the same commands repartitioned.
+     `payments.admitted`, `payments.events`, `risk.replies`, `funds.replies`, `partner.commands`,
+     `partner.replies`, `payments.settlements` and `payments.dlq` (dead letters keep their original key,
+     and their reason is shown), all keyed by payment id; then the topics keyed by an account
+     (docs/participants.md), on the partition of the account its `PaymentInitiated` names: `risk.commands`
+     (the payee), `risk.scoring`, `risk.outcomes` and `funds.commands` (the payer). Only records whose key
+     is the payment id (or that account) are decoded. `payments.commands` is not read: upstream may put a
+     command on any partition, so only a scan of the whole topic could find it; `intake.commands` holds the
+     same commands repartitioned.
   2. PostgreSQL (`DATABASE_URL`): the `payment_status` row, how many `payment_timeline` rows it has,
      its journal entries with their postings (and any `ledger_unposted` event), and for each of its
      settlement events whether `settlement_report` counted it and that report row. A database that
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final, TextIO, TypeVar
+from typing import Any, Final, Literal, TextIO, TypeVar
 
 import psycopg
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
@@ -49,6 +50,7 @@ from payments.contracts import topics as base
 from payments.contracts.base import Command, ParticipantCommand, ParticipantReply, SagaEvent
 from payments.contracts.codec import Serde
 from payments.contracts.errors import ContractError
+from payments.contracts.events import FeatureContribution, ShadowScore
 from payments.contracts.messages import (
     FundsCommitResult,
     FundsReleaseResult,
@@ -72,15 +74,17 @@ from projections.status import STATUS_COLUMNS, StatusRow
 # Topics keyed by payment id, in the order records of the same millisecond are shown: what the saga reads,
 # then what it decides from it (events, then the commands they imply), then what follows from the events.
 PAYMENT_KEYED: Final = (base.INTAKE_COMMANDS, base.INTAKE_CLAIM_RESULTS, base.ADMITTED, base.RISK_REPLIES,
-                        base.FUNDS_REPLIES, base.PARTNER_REPLIES, base.EVENTS, base.RISK_COMMANDS,
+                        base.FUNDS_REPLIES, base.PARTNER_REPLIES, base.EVENTS,
                         base.PARTNER_COMMANDS, base.SETTLEMENTS, base.DLQ)
-ACCOUNT_KEYED: Final = (base.FUNDS_COMMANDS,)
+# Topics keyed by one of the payment's accounts: which one.
+ACCOUNT_KEYED: Final[dict[str, Literal["payer", "payee"]]] = {
+    base.RISK_COMMANDS: "payee", base.RISK_SCORING: "payer", base.RISK_OUTCOMES: "payer", base.FUNDS_COMMANDS: "payer"}
 SAME_TIME_ORDER: Final = (*PAYMENT_KEYED[:-3], *ACCOUNT_KEYED, *PAYMENT_KEYED[-3:])
 READ_TIMEOUT_S: Final = 120.0  # per read of the partitions; a longer log needs --timeout-s
 DB_CONNECT_TIMEOUT_S: Final = 5
-SUMMARY_FIELDS: Final = ("amount", "decision", "score_bp", "outcome", "status", "verdict", "stage", "reason_code",
-                         "reason", "step", "attempt", "partner_reference", "refund_id", "refunded_total",
-                         "kind", "detail")
+SUMMARY_FIELDS: Final = ("amount", "decision", "score_bp", "reasons", "model_version", "contributions", "shadow",
+                         "outcome", "status", "verdict", "stage", "reason_code", "reason", "step", "attempt",
+                         "partner_reference", "refund_id", "refunded_total", "kind", "detail")
 DETAIL_CHARS_MAX: Final = 120
 # The step the saga waits on -> the participant that answers it and the reply it waits for.
 AWAITED: Final[dict[Step, tuple[str, type[ParticipantReply]]]] = {
@@ -234,6 +238,10 @@ def summarize(message: Message) -> str:
             continue
         if isinstance(value, Money):
             value = show_money(value)
+        elif isinstance(value, ShadowScore):  # a candidate model's score, in shadow
+            value = f"{value.model_version}:{value.score_bp}bp:{value.decision}"
+        elif isinstance(value, list):  # reasons; a model decline's top features and the bp each added
+            value = ",".join(f"{v.feature}+{v.bp}bp" if isinstance(v, FeatureContribution) else str(v) for v in value)
         text = str(value)
         parts.append(f"{name}={text if len(text) <= DETAIL_CHARS_MAX else text[:DETAIL_CHARS_MAX] + '...'}")
     return " ".join(parts)
@@ -448,13 +456,15 @@ def read_payment(settings: Settings, payment_id: str, timeout_s: float) -> tuple
         hint = f" ({len(seen)} record(s) of it on {', '.join(elsewhere)}: the saga has not decided on it)" \
             if seen else ""
         raise PaymentNotFoundError(f"no events for payment {payment_id} in {topics.events}{hint}")
-    payers = sorted({s.message.payer_account for s in seen if isinstance(s.message, PaymentInitiated)})
-    funds = topics.name(base.FUNDS_COMMANDS)
-    for payer in payers if funds in counts else []:  # funds commands are keyed by the payer's account
-        more, more_reads = _read(bootstrap, serde, {(funds, partition_of(payer, counts[funds])): base.FUNDS_COMMANDS},
-                                 key=payer, payment_id=payment_id, timeout_s=timeout_s)
-        seen += more
-        reads += more_reads
+    initiated = [s.message for s in seen if isinstance(s.message, PaymentInitiated)]
+    for topic, role in ACCOUNT_KEYED.items():
+        name = topics.name(topic)
+        accounts = sorted({m.payer_account if role == "payer" else m.payee_account for m in initiated})
+        for account in accounts if name in counts else []:
+            more, more_reads = _read(bootstrap, serde, {(name, partition_of(account, counts[name])): topic},
+                                     key=account, payment_id=payment_id, timeout_s=timeout_s)
+            seen += more
+            reads += more_reads
     return seen, reads
 
 

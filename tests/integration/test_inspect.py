@@ -114,10 +114,13 @@ def test_a_settled_payment_shows_its_whole_story_from_kafka_and_postgres(
     # The partner's reply was lost: the gateway answered ERROR (TIMEOUT) and the saga asked the partner.
     assert "reason=PARTNER_ERROR step=PARTNER_QUERY attempt=1 detail=TIMEOUT" in out
     assert f"dead letter from {pipeline.topics.commands}: " in out
-    funds = pipeline.topics.name("funds.commands")
+    by_account = [(name, "acc-sim-timeout-inspect" if name == "risk.commands" else "acc-alice")
+                  for name in ("risk.commands", "risk.scoring", "risk.outcomes", "funds.commands")]
     assert lines[4] == (f"timeline  {len(timeline)} record(s); read partition {partition_of(settled, PARTITIONS)} "
-                        f"of the 11 topics keyed by payment id, partition {partition_of('acc-alice', PARTITIONS)} "
-                        f"of {funds} (key acc-alice)")
+                        "of the 10 topics keyed by payment id, " + ", ".join(
+                            f"partition {partition_of(key, PARTITIONS)} of {pipeline.topics.name(name)} (key {key})"
+                            for name, key in by_account))
+    assert ["risk.scoring", "ScorePayment"] in timeline  # the risk service's second stage, keyed by the payer
     assert timeline.index(["partner.commands", "SubmitToPartner"]) < timeline.index(
         ["partner.commands", "QueryPartnerPayment"])
     assert any(line.startswith("status    payment_status SETTLED (last PaymentSettled ") and "10.00 EUR" in line
