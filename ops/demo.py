@@ -3,11 +3,14 @@
 1. bring the local stack up (Kafka + PostgreSQL) unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL say otherwise;
 2. start every service and projection of the registry as its own process, on topics under a fresh
    prefix so runs never mix;
+   with a risk model trained on synthetic traffic (ops/demo_risk.py) in shadow beside the v1 model;
 3. publish a batch of sample payments (several currencies, 0/2/3 decimal places);
 4. wait, with a deadline, until the read model has an outcome for each, and print it;
-5. print where each process serves its metrics, a few live figures from them, and the trace of the
+5. promote the trained model (recorded on risk.models, as `payments risk promote` does), publish a
+   card-testing burst, and print how the model declined it and which features drove each decline;
+6. print where each process serves its metrics, a few live figures from them, and the trace of the
    first payment as a tree (the services export spans over OTLP to a receiver in this process);
-6. stop the services (SIGTERM, clean group leave) and the stack it started.
+7. stop the services (SIGTERM, clean group leave) and the stack it started.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ import psycopg
 from confluent_kafka import Producer
 from psycopg import sql
 
+from consumers.risk.artifact import Manifest
+from ops.demo_risk import (
+    card_testing_burst,
+    describe_burst,
+    describe_shadow,
+    promote,
+    risk_answers,
+    train_model,
+)
 from ops.registry import process_args, topology
 from ops.settings import Settings
 from ops.stack import LocalStack
@@ -137,7 +149,8 @@ def ledger_summary(database_url: str, payment_ids: list[str]) -> str:
 
 
 METRICS_SHOWN = ("payments_payment_outcomes_total", "payments_saga_duration_seconds_count",
-                 "payments_records_dead_lettered_total", "payments_ledger_net", "payments_in_flight")
+                 "payments_records_dead_lettered_total", "payments_ledger_net", "payments_in_flight",
+                 "payments_risk_assessments_total", "payments_risk_shadow_agreement", "payments_risk_model")
 
 
 def metrics_summary(services: list[ServiceProcess]) -> list[str]:
@@ -171,6 +184,24 @@ def trace_of(sink: TraceSink, trace_id: str, services: int, prefix: str, timeout
             *tree(spans, strip=prefix)]
 
 
+def risk_part(settings: Settings, services: list[ServiceProcess], database_url: str, log_dir: Path,
+              version: str) -> bool:
+    """Step 5: what the model in shadow would have decided, its promotion, then a card-testing burst and what the
+    model decided and why. True when the model (not a rule) declined at least one payment of the burst."""
+    _, shadowed = risk_answers(settings, set())
+    print("\n".join(describe_shadow(shadowed)))
+    risk = next(s for s in services if s.args == ["risk"])
+    print(promote(settings, risk), flush=True)
+    burst = card_testing_burst()
+    publish(settings.kafka, settings.serde(), settings.topics, burst)
+    wait_for_outcomes(database_url, [c.payment_id for c in burst], services, log_dir)
+    answers, _ = risk_answers(settings, {c.payment_id for c in burst})
+    threshold = Manifest.model_validate_json((settings.risk_models_dir / f"{version}.json").read_text()
+                                             ).decline_threshold_bp if settings.risk_models_dir else 0
+    print("\n".join(describe_burst(burst, answers, threshold)) + "\n")
+    return any("SCORE_ABOVE_THRESHOLD" in a.reasons and a.model_version == version for a in answers.values())
+
+
 def fresh_database(server_url: str, name: str) -> str:
     """A new database for this run's read models; earlier demo databases are dropped."""
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -191,11 +222,14 @@ def main(settings: Settings) -> int:
     database_url = fresh_database(settings.database, run)
     migrate(database_url)
     log_dir = Path(tempfile.mkdtemp(prefix="payments-demo-"))
+    model = train_model(log_dir / "models")
+    print(model.summary, flush=True)
     sink = TraceSink(0)  # the services' OTLP exports come here (OTEL_BSP_SCHEDULE_DELAY: every 200 ms)
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "DATABASE_URL": database_url,
            "PAYMENTS_TOPIC_PREFIX": topics.prefix, "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"),
            "PAYMENTS_PARTNER_SIM_PORT": str(free_port()), "PAYMENTS_TRACES_EXPORTER": "otlp",
            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "PAYMENTS_RISK_MODELS_DIR": str(model.directory), "PAYMENTS_RISK_CANDIDATE": model.version,
            **DEMO_ENV}
     services = [ServiceProcess(args, log_dir=log_dir, env=env, health_port=free_port()) for args in process_args()]
     code = 1
@@ -227,10 +261,14 @@ def main(settings: Settings) -> int:
         time.sleep(2)  # let the ledger and report projections catch up with the last events
         print(ledger_summary(database_url, ids))
         print(f"read models of this run: {database_url}\n")
+        # The operator's settings as the services' (until a change is recorded, they say what is deployed)
+        declined = risk_part(settings.model_copy(update={"topic_prefix": topics.prefix, "risk_candidate": model.version,
+                                                         "risk_models_dir": model.directory}),
+                             services, database_url, log_dir, model.version)
         print("\n".join(metrics_summary(services)) + "\n")
         # Every Kafka->Kafka service and projection handles a settled payment (the simulator exports nothing).
         print("\n".join(trace_of(sink, traceparents[commands[0].payment_id][1], len(services) - 1, topics.prefix)))
-        code = 0 if len(seen) == len(ids) else 1
+        code = 0 if len(seen) == len(ids) and declined else 1
     finally:
         sink.close()
         for service in services:

@@ -10,8 +10,9 @@ Its assumptions (docs/risk.md, "Training data") are deliberately simple and stat
   period, so a new account paying is ordinary, not a sign.
   Honest look-alikes make the patterns less than trivial: one payment in a hundred is a big purchase
   (5 to 30 times the typical amount) at a new shop, one in a hundred starts a burst of 3 to 8
-  small payments within about an hour, and one in twenty is a micro-payment (0.50 to 3.00: transit, an
-  app store), half of them to a payee never paid before.
+  small payments within about an hour, one in twenty is a micro-payment (0.50 to 3.00: transit, an
+  app store), half of them to a payee never paid before, and one in twenty-five goes to a person no one
+  paid before (a friend, a landlord: a payee as new as a fraudster's).
 - Card testing (label `card_testing`): a stolen credential is tried with a burst of 8 to 25 tiny
   payments (0.50 to 3.00) within 30 minutes, to 1 to 3 payees the customer never paid; half the time
   from the victim's account, half from an account the fraudster opened just before.
@@ -113,6 +114,8 @@ def generate(*, seed: int, customers: int, days: int, start: datetime,
             elif kind < 0.06:  # a micro-payment (transit, an app store): what one card test looks like
                 payee = rng.choice(merchants) if rng.random() < 0.5 else payee
                 major = rng.uniform(0.5, 3.0)
+            elif kind < 0.10:  # a person no one paid before: a payee as new as a fraudster's
+                payee = f"person-{seed}-{serial}"
             pay(at, person.account, payee, major, currency=person.currency, partner=rng.choice(person.partners))
             if rng.random() < 0.01:  # an honest burst (tickets, top-ups): what card testing looks like
                 for _ in range(rng.randint(3, 8)):
