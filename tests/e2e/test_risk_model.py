@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from consumers.risk.artifact import load_artifact
-from consumers.risk.synthetic import generate
-from consumers.risk.training import examples_of, train
 from ops.cli import main
 from payments.contracts.events import PaymentCancelled, PaymentFailed, PaymentSettled, RiskAssessed
 from payments.contracts.messages import InitiatePayment, Message
@@ -32,10 +29,8 @@ PAYERS = ["acc-alice", "acc-bob", "acc-carol", "acc-dave", "acc-erin", "acc-fran
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
-    out = tmp_path_factory.mktemp("models")
-    return out, train(examples_of(traffic.attempts, traffic.labels, traffic.failures), out, seed=5).version
+def model(risk_model: tuple[Path, str]) -> tuple[Path, str]:
+    return risk_model
 
 
 @pytest.fixture(scope="module")
