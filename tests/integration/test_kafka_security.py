@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -24,10 +25,13 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from consumers.risk.synthetic import generate
+from consumers.risk.training import examples_of, train
 from ops.acls import acl_bindings, apply, principal
 from ops.dlq.kafka import read_letters
 from ops.inspect import read_payment
 from ops.registry import PROJECTIONS, SERVICES, topology
+from ops.risk_models import record_change
 from ops.settings import Settings
 from ops.stack.kafka import KafkaNode, SecureListener
 from ops.stack.tls import ClientCertificate, LocalAuthority
@@ -162,11 +166,19 @@ def read_error(connection: KafkaConnection, topic: str) -> KafkaError | None:
         consumer.close()
 
 
+@pytest.fixture(scope="module")
+def risk_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
+    out = tmp_path_factory.mktemp("models")
+    return out, train(examples_of(traffic.attempts, traffic.labels, traffic.failures), out, seed=5).version
+
+
 def test_each_service_with_its_own_user_and_certificate_settles_a_payment(
-        broker: SecureBroker, secured_topics: Topics, database_url: str) -> None:
+        broker: SecureBroker, secured_topics: Topics, database_url: str, risk_model: tuple[Path, str]) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="secure-pipeline-"))
     common = {**FAST_ENV, **partner_env(log_dir), "PAYMENTS_STATE_DIR": str(log_dir / "state"),
-              "PAYMENTS_TOPIC_PREFIX": secured_topics.prefix, "DATABASE_URL": database_url}
+              "PAYMENTS_TOPIC_PREFIX": secured_topics.prefix, "DATABASE_URL": database_url,
+              "PAYMENTS_RISK_MODELS_DIR": str(risk_model[0])}
     def env(args: list[str]) -> dict[str, str]:  # each process its own user and certificate
         if args == ["partner-sim"]:  # no Kafka client
             return common
@@ -212,6 +224,16 @@ def test_each_service_with_its_own_user_and_certificate_settles_a_payment(
         assert any(isinstance(s.message, PaymentSettled) for s in seen)
         assert system_status(operator_settings).topic_problems == []
         assert read_letters(operator_settings) == []
+        # The operator records a risk model change and the risk service, under its own user, follows it; risk
+        # may read risk.models but not write it.
+        models_dir, version = risk_model
+        operator_settings = operator_settings.model_copy(update={"risk_models_dir": models_dir})
+        assert record_change(operator_settings, "shadow", version, reason="secured").change.candidate == version
+        risk = next(p for p in processes if p.args == ["risk"])
+        wait_for(lambda: '"event": "risk_models_changed"' in risk.run_log(), 30, "the risk service to follow")
+        assert read_error(broker.user("risk"), secured_topics.name(base.RISK_MODELS)) is None
+        denied = delivery_error(broker.user("risk"), secured_topics.name(base.RISK_MODELS))
+        assert denied is not None and denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
     finally:
         for process in processes:
             assert process.stop() == 0, process.log_tail()

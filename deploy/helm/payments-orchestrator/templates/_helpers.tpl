@@ -192,6 +192,13 @@ PAYMENTS_PARTNERS: {{ .Values.config.partners | quote }}
 {{- if .Values.config.partnerEndpoints }}
 PAYMENTS_PARTNER_ENDPOINTS: {{ .Values.config.partnerEndpoints | quote }}
 {{- end }}
+PAYMENTS_RISK_MODEL: {{ .Values.riskModels.active | quote }}
+{{- if .Values.riskModels.candidate }}
+PAYMENTS_RISK_CANDIDATE: {{ .Values.riskModels.candidate | quote }}
+{{- end }}
+{{- if .Values.riskModels.volume }}
+PAYMENTS_RISK_MODELS_DIR: {{ .Values.riskModels.dir | quote }}
+{{- end }}
 PAYMENTS_TRACES_EXPORTER: {{ .Values.config.tracesExporter | quote }}
 PAYMENTS_TRACES_SAMPLE_RATIO: {{ .Values.config.tracesSampleRatio | quote }}
 {{- if .Values.config.otlpEndpoint }}
