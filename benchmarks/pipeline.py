@@ -64,7 +64,7 @@ class Pipeline:
     database: str
     processes: list[ServiceProcess]
     log_dir: Path
-    topic_names: list[str] = field(default_factory=list)
+    topic_partitions: dict[str, int] = field(default_factory=dict)  # every topic of the run: its partition count
     admin: AdminClient | None = None  # one client for every offsets question of the run
 
     def name(self, process: ServiceProcess) -> str:
@@ -93,7 +93,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _offsets(pipeline: Pipeline) -> int:
-    partitions = [(t, p) for t in pipeline.topic_names for p in range(pipeline.settings.partitions)]
+    partitions = [(t, p) for t, count in pipeline.topic_partitions.items() for p in range(count)]
     return sum(end_offsets(pipeline.settings.kafka, partitions, committed_only=False,
                            admin=pipeline.admin).values())
 
@@ -131,7 +131,7 @@ def start_pipeline(settings: Settings, partner_latency: str, log_dir: Path) -> P
            "PAYMENTS_PARTNER_DATA_DIR": str(log_dir / "partner"), "PAYMENTS_PARTNER_SIM_PORT": str(free_port()),
            "PAYMENTS_STATE_DIR": str(log_dir / "state")}
     processes = start_all([ServiceProcess(args, log_dir=log_dir, env=env) for args in process_args()])
-    return Pipeline(settings, topics, database, processes, log_dir, [spec.name for spec in specs],
+    return Pipeline(settings, topics, database, processes, log_dir, {spec.name: spec.partitions for spec in specs},
                     AdminClient(client_config(settings.kafka)))
 
 

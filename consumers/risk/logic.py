@@ -163,9 +163,10 @@ class RiskLogic(JsonState[AccountRisk]):
         seq, after = 0, state
         if is_known_currency(command.amount.currency):
             side = payee_features(before.payee, attempt)
-            if command.attempt == 1 and not knows(current(before.payee, attempt.at), attempt.payment_id):
-                payee = record(before.payee, attempt, "payee")
-                seq, after = payee.count, before.model_copy(update={"payee": payee})
+            if command.attempt == 1:
+                payee = record(before.payee, attempt, "payee")  # unchanged if it holds the payment already
+                if payee.count > current(before.payee, attempt.at).count:
+                    seq, after = payee.count, before.model_copy(update={"payee": payee})
         onward = ScorePayment(
             payment_id=command.payment_id, command_id=derived_event_id("risk-score", command.command_id),
             issued_at=command.issued_at, assess_command_id=command.command_id, payer_account=command.payer_account,
@@ -191,8 +192,9 @@ class RiskLogic(JsonState[AccountRisk]):
         assessment = assess(self.rules, models, attempt, features)
         payer, failures, seq = before.payer, before.failures, 0
         failures_before: tuple[str, ...] = ()
-        if command.attempt == 1 and not knows(current(payer, attempt.at), attempt.payment_id):
-            payer = record(payer, attempt, "payer")
+        added = record(payer, attempt, "payer") if command.attempt == 1 else payer
+        if added.count > current(payer, attempt.at).count:  # a first attempt, not held already
+            payer = added
             if assessment.decision == "DECLINE":
                 payer = record_outcome(payer, attempt.payment_id, "DECLINED")
             seq, failures_before, failures = payer.count, failures, ()

@@ -27,3 +27,13 @@ def test_an_event_id_is_the_uuid5_of_payment_seq_and_cause(payment_id: str, seq:
 def test_a_known_id_is_unchanged() -> None:
     # Pinned: an id already on the topics must be computed the same way for ever.
     assert derived_id("p-1", "hold") == str(uuid.uuid5(uuid.UUID("6f1c3f5e-8a52-4c1e-9d0b-2b8f0e7f4a10"), "p-1:hold"))
+
+
+@settings(max_examples=200)
+@given(st.text(), st.text())
+def test_a_participants_reply_id_is_the_uuid5_it_always_was(service: str, command_id: str) -> None:
+    from consumers.ids import _NAMESPACE as PARTICIPANTS
+    from consumers.ids import derived_event_id, reply_id
+
+    assert reply_id(service, command_id) == str(uuid.uuid5(PARTICIPANTS, f"reply:{service}:{command_id}"))
+    assert derived_event_id(service, command_id) == str(uuid.uuid5(PARTICIPANTS, f"{service}:{command_id}"))
