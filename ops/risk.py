@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from consumers.risk.deployment import current
 from consumers.risk.replay import Collector, SkewReport, replay, skew
+from consumers.risk.scoring import RiskModelError
 from ops.risk_models import configured, read_changes, record_change
 from ops.settings import Settings
 from payments.contracts.base import SagaEvent
@@ -87,6 +88,9 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         print(describe(report, settings.topics.events), file=sys.stderr)
         examples = [Example(r.assessed.attempt.at, r.features, r.payment_id in labels)
                     for r in replayed if r.features is not None]
+        if not examples:
+            raise RiskModelError(f"no payment in {settings.topics.events} has features to train on (a risk "
+                                 "service before v2 recorded none)")
         found = sum(r.payment_id in labels for r in replayed if r.features is not None)
         source = (f"{len(examples)} payments replayed from {settings.topics.events}, {found} of the "
                   f"{len(labels)} labelled fraudulent found among them")

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from consumers.risk.artifact import RiskArtifact, load_artifact
 from consumers.risk.features import Attempt
 from consumers.risk.scoring import (
     BP_MAX,
@@ -34,6 +33,9 @@ from consumers.risk.scoring import (
 from payments.contracts.codes import RiskDecision
 from payments.money import exponent as currency_exponent
 from payments.money import is_known_currency
+
+if TYPE_CHECKING:  # onnxruntime and numpy load only in a process that serves a trained model (30 MB)
+    from consumers.risk.artifact import RiskArtifact
 
 CONTRIBUTIONS_MAX: Final = 5  # in a reply: the features that raised a declining score most
 
@@ -107,6 +109,8 @@ def load_scorer(version: str, models_dir: Path | None, v1_file: Path | None = No
     if models_dir is None:
         raise RiskModelError(f"risk model {version} is not {v1.version} and no models directory is set "
                              "(PAYMENTS_RISK_MODELS_DIR)")
+    from consumers.risk.artifact import load_artifact  # noqa: PLC0415  # see TYPE_CHECKING above
+
     artifact = load_artifact(models_dir / f"{version}.json")
     if artifact.version != version:
         raise RiskModelError(f"{models_dir / f'{version}.json'} declares version {artifact.version}, not {version}")

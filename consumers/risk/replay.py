@@ -136,7 +136,7 @@ class Collector:
     (a new generation after the saga forgot it) starts over."""
 
     def __init__(self) -> None:
-        self._initiated: dict[str, PaymentInitiated] = {}
+        self._initiated: dict[str, Attempt] = {}  # only what the replay needs of each PaymentInitiated
         self._assessed: dict[str, Assessed] = {}
         self.events = 0
         self.v1_answers = 0  # RiskAssessed from a service before features were recorded (nothing to replay)
@@ -145,20 +145,19 @@ class Collector:
     def add(self, event: SagaEvent) -> None:
         self.events += 1
         if isinstance(event, PaymentInitiated):
-            self._initiated[event.payment_id] = event
+            self._initiated[event.payment_id] = Attempt(event.payment_id, event.occurred_at, event.payer_account,
+                                                        event.payee_account, event.amount, event.partner)
             self._assessed.pop(event.payment_id, None)
         elif isinstance(event, RiskAssessed):
             if event.shadow is not None:
                 tally = self.shadows.setdefault((event.model_version, event.shadow.model_version), ShadowTally())
                 tally.add(active_bp=event.score_bp, active_declines=event.decision == "DECLINE",
                           candidate_bp=event.shadow.score_bp, candidate_declines=event.shadow.decision == "DECLINE")
-            initiated = self._initiated.get(event.payment_id)
-            if initiated is None:
+            attempt = self._initiated.get(event.payment_id)
+            if attempt is None:
                 return  # its initiation is before the log's start (retention, compaction): nothing to replay
             if not event.features and event.payer_seq == 0:
                 self.v1_answers += 1
-            attempt = Attempt(event.payment_id, initiated.occurred_at, initiated.payer_account,
-                              initiated.payee_account, initiated.amount, initiated.partner)
             self._assessed[event.payment_id] = Assessed(
                 attempt, event.decision, event.payer_seq, event.payee_seq, tuple(event.failures_before),
                 event.features, event.model_version)

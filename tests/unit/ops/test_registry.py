@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -79,3 +81,11 @@ def test_only_a_service_that_calls_out_has_a_performer_and_it_has_every_partner_
     assert limit == 64
     assert caller.config.endpoints == {"simbank": "http://127.0.0.1:18650",  # type: ignore[attr-defined]
                                        "otherbank": "https://bank.example/api"}
+
+
+def test_a_service_process_loads_onnxruntime_only_to_serve_a_trained_model() -> None:
+    """Every process imports the registry; onnxruntime and numpy (about 30 MB) are for a risk service that
+    scores with a trained model, and load when it loads one."""
+    code = "import sys, ops.launch, ops.registry; print('onnxruntime' in sys.modules or 'numpy' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert found.stdout.strip() == "False", found.stderr
