@@ -12,7 +12,9 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -101,3 +103,24 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     yield url
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def risk_training_sample() -> tuple[list[Any], dict[str, str]]:
+    """Training examples of seeded synthetic traffic (400 customers, 20 days, 8 % fraud) and their labels."""
+    from consumers.risk.synthetic import generate
+    from consumers.risk.training import examples_of
+
+    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
+    return examples_of(traffic.attempts, traffic.labels, traffic.failures), dict(traffic.labels)
+
+
+@pytest.fixture(scope="session")
+def risk_model(risk_training_sample: tuple[list[Any], dict[str, str]],
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A small gradient-boosted model trained once per session on `risk_training_sample`: its models directory
+    and version (LightGBM in process, a few seconds). Tests that change its files copy them first."""
+    from consumers.risk.training import train
+
+    out = tmp_path_factory.mktemp("risk-models")
+    return out, train(risk_training_sample[0], out, seed=5).version

@@ -2,28 +2,18 @@
 payment ids, so they do not interfere), on its own topics and database.
 
 The risk service runs as a deployment would while a new model is rolled out: the v1 model decides, and a
-model trained on synthetic traffic scores every payment in shadow (decides nothing, records its score)."""
+model trained on synthetic traffic (tests/conftest.py, `risk_model`) scores every payment in shadow (decides
+nothing, records its score)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from consumers.risk.synthetic import generate
-from consumers.risk.training import examples_of, train
 from ops.registry import process_args
 from tests.e2e.pipeline import Pipeline, fresh_database, start_pipeline
-
-
-@pytest.fixture(scope="package")
-def risk_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A small model trained on synthetic traffic (about 4 s): its directory and version."""
-    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
-    out = tmp_path_factory.mktemp("models")
-    return out, train(examples_of(traffic.attempts, traffic.labels, traffic.failures), out, seed=5).version
 
 
 @pytest.fixture(scope="package")

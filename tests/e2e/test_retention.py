@@ -1,8 +1,10 @@
 """Retention on real Kafka (docs/saga.md, "Retention"; docs/participants.md), with windows of seconds:
 a refund inside the refund window works after the orchestrator and funds were killed and restored
 (funds from its parts); after the window it is rejected REFUND_WINDOW_CLOSED; a duplicate initiate
-after a restart keeps the original outcome; once the retention is over every service tombstones the
-payment's state, and the payment's old command can no longer start it again (REQUEST_EXPIRED)."""
+after a restart keeps the original outcome; once the retention is over every service that keeps state by
+payment tombstones the payment's, and the payment's old command can no longer start it again
+(REQUEST_EXPIRED). (The risk service keeps state by account: its retention is tested in
+tests/unit/consumers/test_risk.py.)"""
 
 from __future__ import annotations
 
@@ -98,11 +100,14 @@ def test_refund_window_and_retention_hold_across_a_restart_and_then_the_payment_
     funds_keys = {r.key for r in read_all(pipeline.bootstrap, pipeline.topics.changelog("funds")) if r.key}
     assert b"acc-alice" in funds_keys and any(key.startswith(b"acc-alice\x1ff/") for key in funds_keys)
 
-    # Retention: every service that kept this payment tombstones it (the funds account stays).
-    for service in ("orchestrator", "risk", "partner", "settlement"):
+    # Retention: every service that kept this payment tombstones it (the funds account stays, and so do the
+    # risk service's account histories: they are forgotten 400 days after an account's last payment).
+    for service in ("orchestrator", "partner", "settlement"):
         assert last_value(pipeline, service, pid)[0], f"{service} never kept {pid}"
         wait_for(lambda s=service: last_value(pipeline, s, pid) == (True, None), 60, f"{service} tombstone")
     assert last_value(pipeline, "funds", "acc-alice")[1] is not None
+    assert not last_value(pipeline, "risk", pid)[0]  # nothing kept by payment id
+    assert all(last_value(pipeline, "risk", account)[1] is not None for account in ("acc-alice", "acc-bob"))
 
     # Forgotten: a cancel finds no payment, and the original command cannot start it again.
     pipeline.send(CancelPayment(payment_id=pid, command_id=str(uuid.uuid4()), idempotency_key="late-cancel",

@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -25,8 +24,6 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from consumers.risk.synthetic import generate
-from consumers.risk.training import examples_of, train
 from ops.acls import acl_bindings, apply, principal
 from ops.dlq.kafka import read_letters
 from ops.inspect import read_payment
@@ -164,13 +161,6 @@ def read_error(connection: KafkaConnection, topic: str) -> KafkaError | None:
         return None if seen[0].code() == KafkaError._PARTITION_EOF else seen[0]
     finally:
         consumer.close()
-
-
-@pytest.fixture(scope="module")
-def risk_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
-    out = tmp_path_factory.mktemp("models")
-    return out, train(examples_of(traffic.attempts, traffic.labels, traffic.failures), out, seed=5).version
 
 
 def test_each_service_with_its_own_user_and_certificate_settles_a_payment(

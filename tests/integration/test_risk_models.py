@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from consumers.risk.synthetic import generate
-from consumers.risk.training import examples_of, train
 from ops.cli import main
 from ops.supervisor import ServiceProcess, free_port
 from payments.contracts.participants import AssessRisk, RiskAssessmentCompleted
@@ -28,11 +26,9 @@ from tests.support import decode_all, produce, read_all, service, setup_topics, 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    traffic = generate(seed=5, customers=400, days=20, start=datetime(2026, 1, 1, tzinfo=UTC), fraud_share=0.08)
-    out = tmp_path_factory.mktemp("models")
-    return out, train(examples_of(traffic.attempts, traffic.labels, traffic.failures), out, seed=5).version
+@pytest.fixture
+def models_dir(risk_model: tuple[Path, str]) -> tuple[Path, str]:
+    return risk_model
 
 
 @pytest.fixture
