@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +27,49 @@ READY_EVENTS = ('"event": "partitions_restored"', '"event": "projection_assigned
                 '"event": "partner_sim_listening"', '"event": "http_intake_listening"')
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+_PORTS_FLOOR = 20000  # the local stack's fixed ports (19092, 15432, ...) sit below it
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+_rng = random.Random()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (for a process's health or API port)."""
-    with socket.socket() as probe:
+    """A TCP port nobody listens on right now (for a process's health or API port, a broker's listener).
+
+    Chosen below the kernel's ephemeral range: a port the kernel picks for `bind(0)` is one it may also give
+    an outgoing connection (a Kafka client's, a database driver's) in the seconds before the process we
+    hand the port to binds it, and that process then fails with "address already in use". Never the same
+    port twice in one process."""
+    low, _ = _ephemeral_ports()
+    if low - _PORTS_FLOOR >= 2000:
+        with _ports_lock:
+            for _ in range(200):
+                port = _rng.randrange(_PORTS_FLOOR, low)
+                if port not in _handed_out and _bindable(port):
+                    _handed_out.add(port)
+                    return port
+    with socket.socket() as probe:  # a narrow or unknown range: what the kernel gives
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    for host in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 (a probe, closed at once: is the port free anywhere)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+    return True
 
 
 class ServiceProcess:
