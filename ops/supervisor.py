@@ -168,11 +168,30 @@ class ServiceProcess:
 def start_all(services: list[ServiceProcess], timeout_s: float = READY_TIMEOUT_S) -> list[ServiceProcess]:
     """Start every service, then wait until each is ready: traffic sent before that would wait on a
     participant that is not listening yet, and a saga with short timers would give up on it."""
-    for service in services:
-        service.start()
-    for service in services:
-        service.wait_ready(timeout_s)
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready(timeout_s)
+    except BaseException:
+        terminate_all(services)  # none is left behind, retrying a broker that its caller will stop
+        raise
     return services
+
+
+def terminate_all(services: list[ServiceProcess], grace_s: float = 10.0) -> None:
+    """SIGTERM every started service at once, SIGKILL those still running after `grace_s` in all."""
+    running = [s.process for s in services if s.process is not None and s.process.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 class Supervisor:

@@ -161,10 +161,14 @@ def start_system(home: Path, instances: int) -> tuple[System, Callable[[], None]
     """The cluster, PostgreSQL and every process, ready; and how to take it all down."""
     kafka = KafkaCluster(home / "kafka", ports=tuple((free_port(), free_port()) for _ in range(BROKERS)))
     postgres = PostgresNode(home / "postgres", port=free_port())
-    kafka.start()
-    postgres.start()
-    databases = fresh_database(postgres.url, "chaos")
-    database_url = next(databases)
+    try:
+        kafka.start()
+        postgres.start()
+        databases = fresh_database(postgres.url, "chaos")
+        database_url = next(databases)
+    except BaseException:
+        _stop_each(kafka.stop, postgres.purge)
+        raise
     topics = Topics(prefix=f"c{uuid.uuid4().hex[:8]}.")
     setup_topics(kafka.bootstrap_servers, topics)
     partner_port, partner_dir = free_port(), home / "partner"
@@ -180,22 +184,30 @@ def start_system(home: Path, instances: int) -> tuple[System, Callable[[], None]
             # cores, and a restarted broker starved by fifteen busy services took minutes to recover its logs.
             services.append(ServiceProcess(args, log_dir=home / "logs", env=env, instance_id=instance,
                                            health_port=free_port(), niceness=SERVICE_NICENESS))
-    supervisor = Supervisor(services).start(ready_timeout_s=180)
+    try:  # a service that never gets ready: start_all has stopped the others, the cluster goes too
+        supervisor = Supervisor(services).start(ready_timeout_s=180)
+    except BaseException:
+        _stop_each(lambda: list(databases), kafka.stop, postgres.purge)
+        raise
     system = System(home, kafka, postgres, database_url, topics, supervisor, partner_port, partner_dir)
 
     def stop() -> None:
-        """Every step even if one before it fails (a database that cannot be dropped must not leave the
-        brokers running); the first failure is raised at the end."""
-        failures: list[BaseException] = []
-        for step in (supervisor.stop, lambda: list(databases), kafka.stop, postgres.purge):
-            try:
-                step()
-            except Exception as error:
-                failures.append(error)
-        if failures:
-            raise failures[0]
+        _stop_each(supervisor.stop, lambda: list(databases), kafka.stop, postgres.purge)
 
     return system, stop
+
+
+def _stop_each(*steps: Callable[[], object]) -> None:
+    """Every step even if one before it fails (a database that cannot be dropped must not leave the brokers
+    running); the first failure is raised at the end."""
+    failures: list[BaseException] = []
+    for step in steps:
+        try:
+            step()
+        except Exception as error:
+            failures.append(error)
+    if failures:
+        raise failures[0]
 
 
 # -- the upstream traffic -------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""The ports the supervisor hands to processes it starts (health servers, brokers, the partner simulator)."""
+"""The supervisor's own plumbing: the ports it hands to processes it starts (health servers, brokers, the partner
+simulator), and a start that fails leaving nothing running."""
 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from ops import supervisor
-from ops.supervisor import free_port
+from ops.supervisor import ServiceProcess, free_port, start_all
 
 
 def test_ports_are_distinct_bindable_and_outside_the_range_the_kernel_gives_outgoing_connections() -> None:
@@ -38,3 +41,13 @@ def test_a_port_someone_listens_on_is_never_handed_out(monkeypatch: pytest.Monke
         monkeypatch.setattr(supervisor, "_rng", Sequence())
         port = free_port()
     assert port != busy
+
+
+def test_a_start_that_fails_stops_the_services_it_had_started(tmp_path: Path) -> None:
+    env = {**os.environ, "PAYMENTS_PARTNER_SIM_PORT": str(free_port()),
+           "PAYMENTS_PARTNER_DATA_DIR": str(tmp_path / "partner")}
+    simulator = ServiceProcess(["partner-sim"], log_dir=tmp_path, env=env)  # no Kafka needed: it gets ready
+    broken = ServiceProcess(["no-such-service"], log_dir=tmp_path, env=env)  # exits at once
+    with pytest.raises(RuntimeError, match="exited before it was ready"):
+        start_all([simulator, broken], timeout_s=30)
+    assert simulator.process is not None and simulator.process.poll() is not None, "the simulator was left running"
