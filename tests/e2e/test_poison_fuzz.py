@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from ops.registry import PROJECTIONS, SERVICES
 from payments.contracts.envelope import REQUIRED_HEADERS, build_headers
-from payments.contracts.messages import Message, PaymentSettled
+from payments.contracts.messages import Message, PaymentFailed, PaymentSettled
 from payments.money import Money
 from payments.runtime.deadletter import DeadLetter
 from tests.e2e.pipeline import Pipeline
@@ -179,9 +179,12 @@ def test_poison_on_every_input_topic_is_dead_lettered_or_refused_and_nothing_sta
         pipeline: Pipeline, data: st.DataObject) -> None:
     readers = _readers()
     first = [make_initiate() for _ in range(3)]  # real records on every input topic, to mutate
-    pipeline.send(*first)
+    # and one the partner declines after risk approved it: a RecordRiskOutcome on risk.outcomes
+    declined = make_initiate(payee_account="acc-sim-decline-poison")
+    pipeline.send(*first, declined)
     for payment in first:
         pipeline.wait_events(payment.payment_id, PaymentSettled, timeout_s=90)
+    pipeline.wait_events(declined.payment_id, PaymentFailed, timeout_s=90)
     seeds = {topic: [r for r in read_all(pipeline.bootstrap, pipeline.topics.name(topic)) if _ours(r)][-20:]
              for topic in readers}
     assert all(seeds.values()), f"no record to mutate on {[t for t, s in seeds.items() if not s]}"
