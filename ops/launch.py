@@ -131,13 +131,35 @@ def run_service(name: str, settings: Settings) -> int:
     if isinstance(started, int):
         return started
     stop, watchdog, health = started
-    try:  # once: its configuration (a model, a seed file) is checked at start, and rebuilds keep it
-        logic = spec.build(settings)
-    except (ParticipantError, OpsError) as error:
-        log.error("service_misconfigured", service=name, error=str(error), exit_code=EXIT_CONFIG)
-        print(f"payments run {name}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+    built = _build(name, spec, settings, stop)
+    if isinstance(built, int):
+        return built
+    logic = built
     return run_until_stopped(lambda: build_processor(spec, settings, watchdog, health, logic), stop, name)
+
+
+def _build(name: str, spec: Any, settings: Settings, stop: threading.Event) -> Any:
+    """The service's Logic, built once: its configuration (a model, a seed file) is checked at start, and
+    rebuilds keep it. Some read Kafka to build (the risk service reads `risk.models`): Kafka failing
+    transiently past the retry bound (a leader moving) is waited out as in `_start`; a refusal, or a bad
+    configuration, is EXIT_CONFIG; `stop` meanwhile is EXIT_OK."""
+    attempt = 0
+    while True:
+        try:
+            return spec.build(settings)
+        except (ParticipantError, OpsError) as error:
+            log.error("service_misconfigured", service=name, error=str(error), exit_code=EXIT_CONFIG)
+            print(f"payments run {name}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        except KafkaCallError as error:
+            if not gave_up_transient(error):
+                log.error("service_build_refused", service=name, error=str(error), exit_code=EXIT_CONFIG)
+                print(f"payments run {name}: {error}", file=sys.stderr)
+                return EXIT_CONFIG
+            attempt += 1
+            log.warning("waiting_for_kafka_to_build", service=name, attempt=attempt, error=str(error))
+            if stop.wait(min(TOPIC_SETUP_PAUSE_MAX_S, TOPIC_SETUP_PAUSE_S * 2 ** (attempt - 1))):
+                return EXIT_OK
 
 
 def run_projection(name: str, settings: Settings) -> int:

@@ -12,7 +12,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicCollection, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka import Message as KafkaRecord
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # no __all__ entry
 
@@ -25,6 +33,9 @@ CONSUME_BATCH_MAX = 2000
 # A reader assigns partitions and commits nothing, but librdkafka still names a group: every principal that
 # reads is granted this group prefix (ops.acls).
 READER_GROUP_PREFIX = "reader-"
+# Errors that say the client's idea of a partition's leader is out of date.
+STALE_LEADER = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                          KafkaError.NOT_LEADER_FOR_PARTITION})
 POLL_TIMEOUT_S = 0.1  # short: the last poll of a read returns empty only after it, once past the final commit marker
 
 
@@ -50,13 +61,21 @@ def end_offsets(bootstrap: Kafka, partitions: Iterable[Partition], *, earliest: 
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
-    admin = admin or AdminClient(client_config(bootstrap))
+    client = [admin or AdminClient(client_config(bootstrap))]
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
 
     def list_offsets() -> dict[Partition, int]:
-        futures = admin.list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
-        return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+        futures = client[0].list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
+        try:
+            return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
+        except KafkaException as error:
+            if error.args and isinstance(error.args[0], KafkaError) and error.args[0].code() in STALE_LEADER:
+                # librdkafka retries a ListOffsets with the leader epoch it had (confluentinc/librdkafka#4620):
+                # after a leader moved, asking the same client again fails the same way. A new client asks
+                # for fresh metadata.
+                client[0] = AdminClient(client_config(bootstrap))
+            raise
 
     # Right after a topic is created or a leader moves: NOT_LEADER_FOR_PARTITION, UNKNOWN_LEADER_EPOCH, ...
     return retry_kafka(list_offsets, "list_offsets")

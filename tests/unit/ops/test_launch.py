@@ -102,3 +102,27 @@ def test_a_topic_refused_for_another_reason_gives_no_admin_hint(
     outcomes.append(call_error(KafkaError.POLICY_VIOLATION))
     assert launch._start("gate", Settings.load({}), 60.0) == EXIT_CONFIG
     assert "topics ensure" not in capsys.readouterr().err
+
+
+def test_a_service_whose_build_reads_kafka_waits_out_a_transient_failure_and_exits_2_on_a_refusal(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The risk service reads risk.models to build its Logic: a leader moving past the retry bound there is
+    waited out (the chaos run saw exit 1 from it), a refusal is the configuration exit code."""
+    builds: list[Exception | None] = [call_error(KafkaError.FENCED_LEADER_EPOCH), None]
+    built = object()
+
+    def build(_settings: Settings) -> object:
+        outcome = builds.pop(0)
+        if outcome is not None:
+            raise outcome
+        return built
+
+    monkeypatch.setattr(launch, "TOPIC_SETUP_PAUSE_S", 0.001)
+    spec = SimpleNamespace(build=build)
+    with capture_logs() as logs:
+        assert launch._build("risk", spec, Settings.load({}), threading.Event()) is built
+    assert [line["attempt"] for line in logs if line["event"] == "waiting_for_kafka_to_build"] == [1]
+
+    builds[:] = [call_error(KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+    assert launch._build("risk", spec, Settings.load({}), threading.Event()) == EXIT_CONFIG
+    assert "TOPIC_AUTHORIZATION_FAILED" in capsys.readouterr().err
