@@ -128,9 +128,10 @@ def test_2000_payments_with_a_200ms_partner_settle_with_one_submission_each(gate
 def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_asking_the_partner(
         gateway_pipeline: Pipeline) -> None:
     gateway = process(gateway_pipeline, "partner")
-    # Each submission takes the partner 20 s, longer than a restarted gateway takes to ask (several seconds
-    # on a busy machine): the dead owner's requests are still being processed when its successor asks.
-    sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 60, "extra_latency_ms": 20_000})
+    # Each submission takes the partner 40 s, longer than a restarted gateway takes to ask (several seconds
+    # on a busy machine, over 20 s with another test's pipeline on the same two cores): the dead owner's
+    # requests are still being processed when its successor asks.
+    sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 90, "extra_latency_ms": 40_000})
     queries_before = sim(gateway_pipeline, "/_sim/stats")["queries"]
     commands = send(gateway_pipeline, 600, declined_every=10)
     in_flight = wait_for(lambda: (n := sim(gateway_pipeline, "/_sim/stats")["in_progress"]) >= 150 and n, 90,
