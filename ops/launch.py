@@ -119,9 +119,15 @@ def _start(name: str, settings: Settings, progress_bound_s: float) -> tuple[thre
             # Kafka answered and then kept failing transiently (a controller moving, timeouts): wait it
             # out as a Kafka that is down at start is waited out, instead of exiting as if it were a bug.
             attempt += 1
-            log.warning("waiting_for_topics", service=name, attempt=attempt, error=str(error))
-            if stop.wait(min(TOPIC_SETUP_PAUSE_MAX_S, TOPIC_SETUP_PAUSE_S * 2 ** (attempt - 1))):
+            if _paused(stop, "waiting_for_topics", name, attempt, error):
                 return EXIT_OK
+
+
+def _paused(stop: threading.Event, event: str, name: str, attempt: int, error: Exception) -> bool:
+    """Log `event` for a transient Kafka failure and pause before the next attempt (1 s doubling to 30 s);
+    True when `stop` came meanwhile."""
+    log.warning(event, service=name, attempt=attempt, error=str(error))
+    return stop.wait(min(TOPIC_SETUP_PAUSE_MAX_S, TOPIC_SETUP_PAUSE_S * 2 ** (attempt - 1)))
 
 
 def run_service(name: str, settings: Settings) -> int:
@@ -157,8 +163,7 @@ def _build(name: str, spec: Any, settings: Settings, stop: threading.Event) -> A
                 print(f"payments run {name}: {error}", file=sys.stderr)
                 return EXIT_CONFIG
             attempt += 1
-            log.warning("waiting_for_kafka_to_build", service=name, attempt=attempt, error=str(error))
-            if stop.wait(min(TOPIC_SETUP_PAUSE_MAX_S, TOPIC_SETUP_PAUSE_S * 2 ** (attempt - 1))):
+            if _paused(stop, "waiting_for_kafka_to_build", name, attempt, error):
                 return EXIT_OK
 
 
