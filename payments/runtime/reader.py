@@ -61,12 +61,13 @@ def end_offsets(bootstrap: Kafka, partitions: Iterable[Partition], *, earliest: 
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
-    client = [admin or AdminClient(client_config(bootstrap))]
+    client = admin or AdminClient(client_config(bootstrap))
     spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     isolation = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
 
     def list_offsets() -> dict[Partition, int]:
-        futures = client[0].list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
+        nonlocal client
+        futures = client.list_offsets({tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30)
         try:
             return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
         except KafkaException as error:
@@ -74,7 +75,7 @@ def end_offsets(bootstrap: Kafka, partitions: Iterable[Partition], *, earliest: 
                 # librdkafka retries a ListOffsets with the leader epoch it had (confluentinc/librdkafka#4620):
                 # after a leader moved, asking the same client again fails the same way. A new client asks
                 # for fresh metadata.
-                client[0] = AdminClient(client_config(bootstrap))
+                client = AdminClient(client_config(bootstrap))
             raise
 
     # Right after a topic is created or a leader moves: NOT_LEADER_FOR_PARTITION, UNKNOWN_LEADER_EPOCH, ...
