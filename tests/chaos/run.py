@@ -161,14 +161,28 @@ def start_system(home: Path, instances: int) -> tuple[System, Callable[[], None]
     """The cluster, PostgreSQL and every process, ready; and how to take it all down."""
     kafka = KafkaCluster(home / "kafka", ports=tuple((free_port(), free_port()) for _ in range(BROKERS)))
     postgres = PostgresNode(home / "postgres", port=free_port())
-    try:
+    teardown: list[Callable[[], object]] = [kafka.stop, postgres.purge]
+    try:  # a step that fails (a service that never gets ready: start_all has stopped the others) takes the rest down
         kafka.start()
         postgres.start()
         databases = fresh_database(postgres.url, "chaos")
         database_url = next(databases)
+        teardown.insert(0, lambda: list(databases))
+        topics, supervisor, partner_port, partner_dir = _start_services(home, instances, kafka, database_url)
     except BaseException:
-        _stop_each(kafka.stop, postgres.purge)
+        _stop_each(*teardown)
         raise
+    system = System(home, kafka, postgres, database_url, topics, supervisor, partner_port, partner_dir)
+
+    def stop() -> None:
+        _stop_each(supervisor.stop, *teardown)
+
+    return system, stop
+
+
+def _start_services(home: Path, instances: int, kafka: KafkaCluster,
+                    database_url: str) -> tuple[Topics, Supervisor, int, Path]:
+    """Fresh topics and every process on them, ready, under a supervisor."""
     topics = Topics(prefix=f"c{uuid.uuid4().hex[:8]}.")
     setup_topics(kafka.bootstrap_servers, topics)
     partner_port, partner_dir = free_port(), home / "partner"
@@ -184,17 +198,7 @@ def start_system(home: Path, instances: int) -> tuple[System, Callable[[], None]
             # cores, and a restarted broker starved by fifteen busy services took minutes to recover its logs.
             services.append(ServiceProcess(args, log_dir=home / "logs", env=env, instance_id=instance,
                                            health_port=free_port(), niceness=SERVICE_NICENESS))
-    try:  # a service that never gets ready: start_all has stopped the others, the cluster goes too
-        supervisor = Supervisor(services).start(ready_timeout_s=180)
-    except BaseException:
-        _stop_each(lambda: list(databases), kafka.stop, postgres.purge)
-        raise
-    system = System(home, kafka, postgres, database_url, topics, supervisor, partner_port, partner_dir)
-
-    def stop() -> None:
-        _stop_each(supervisor.stop, lambda: list(databases), kafka.stop, postgres.purge)
-
-    return system, stop
+    return topics, Supervisor(services).start(ready_timeout_s=180), partner_port, partner_dir
 
 
 def _stop_each(*steps: Callable[[], object]) -> None:
