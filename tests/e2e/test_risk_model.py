@@ -29,15 +29,10 @@ PAYERS = ["acc-alice", "acc-bob", "acc-carol", "acc-dave", "acc-erin", "acc-fran
 
 
 @pytest.fixture(scope="module")
-def model(risk_model: tuple[Path, str]) -> tuple[Path, str]:
-    return risk_model
-
-
-@pytest.fixture(scope="module")
-def scored(kafka_bootstrap: str, postgres_server_url: str, model: tuple[Path, str]) -> Iterator[Pipeline]:
+def scored(kafka_bootstrap: str, postgres_server_url: str, risk_model: tuple[Path, str]) -> Iterator[Pipeline]:
     processes = [["partner-sim"], *([name] for name in COMMAND_PATH), ["risk"], ["funds"], ["partner"]]
     yield from start_pipeline(kafka_bootstrap, postgres_server_url, processes,
-                              PAYMENTS_RISK_MODELS_DIR=str(model[0]), PAYMENTS_RISK_CANDIDATE=model[1])
+                              PAYMENTS_RISK_MODELS_DIR=str(risk_model[0]), PAYMENTS_RISK_CANDIDATE=risk_model[1])
 
 
 def _payment(payer: str, payee: str, amount: str) -> InitiatePayment:
@@ -78,7 +73,7 @@ def _settle_all(pipeline: Pipeline, sent: list[InitiatePayment]) -> dict[str, li
 
 
 def test_online_features_are_rebuilt_by_a_replay_and_a_model_trains_on_it(
-        scored: Pipeline, model: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        scored: Pipeline, risk_model: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     sent: list[InitiatePayment] = []
     events: dict[str, list[Message]] = {}
@@ -91,7 +86,7 @@ def test_online_features_are_rebuilt_by_a_replay_and_a_model_trains_on_it(
     assert len(assessed) == len(sent)
     assert all(a.features and a.payer_seq > 0 and a.payee_seq > 0 for a in assessed.values())
     assert {a.model_version for a in assessed.values()} == {"risk-model-v1"}
-    assert {a.shadow.model_version for a in assessed.values() if a.shadow is not None} == {model[1]}
+    assert {a.shadow.model_version for a in assessed.values() if a.shadow is not None} == {risk_model[1]}
     assert all(a.shadow is not None for a in assessed.values())
     assert any(a.shadow.decision == "DECLINE" for a in assessed.values() if a.shadow is not None)
 
@@ -137,7 +132,7 @@ def test_online_features_are_rebuilt_by_a_replay_and_a_model_trains_on_it(
 
     assert main(["risk", "shadow-report"]) == 0
     report = capsys.readouterr().out
-    assert f"{model[1]} in shadow of risk-model-v1: {len(sent)} payments, agreement" in report, report
+    assert f"{risk_model[1]} in shadow of risk-model-v1: {len(sent)} payments, agreement" in report, report
 
 
 def _payer(sent: list[InitiatePayment], payment_id: str) -> str:

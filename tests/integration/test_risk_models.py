@@ -27,17 +27,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def models_dir(risk_model: tuple[Path, str]) -> tuple[Path, str]:
-    return risk_model
-
-
-@pytest.fixture
-def cli(kafka_bootstrap: str, topics: Topics, models_dir: tuple[Path, str],
+def cli(kafka_bootstrap: str, topics: Topics, risk_model: tuple[Path, str],
         monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The operator's environment: the same broker, topics and models directory as the service's."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("PAYMENTS_TOPIC_PREFIX", topics.prefix)
-    monkeypatch.setenv("PAYMENTS_RISK_MODELS_DIR", str(models_dir[0]))
+    monkeypatch.setenv("PAYMENTS_RISK_MODELS_DIR", str(risk_model[0]))
     monkeypatch.setenv("USER", "alice-operator")
     yield
 
@@ -87,18 +82,18 @@ def _scored_by(kafka_bootstrap: str, topics: Topics, active: str, candidate: str
 
 
 def test_a_risk_service_refuses_to_start_with_a_model_it_cannot_load_or_trust(
-        kafka_bootstrap: str, topics: Topics, tmp_path: Path, models_dir: tuple[Path, str]) -> None:
+        kafka_bootstrap: str, topics: Topics, tmp_path: Path, risk_model: tuple[Path, str]) -> None:
     setup_topics(kafka_bootstrap, topics)
     missing = _risk(kafka_bootstrap, topics, tmp_path, PAYMENTS_RISK_MODEL="gbm-20990101-0000000000",
-                    PAYMENTS_RISK_MODELS_DIR=str(models_dir[0])).start()
+                    PAYMENTS_RISK_MODELS_DIR=str(risk_model[0])).start()
     assert missing.process is not None and missing.process.wait(60) == 2
     assert "payments run risk: cannot read risk model" in missing.log_tail() and "Traceback" not in missing.log_tail()
 
     tampered = tmp_path / "tampered"
     tampered.mkdir()
-    version = models_dir[1]
-    (tampered / f"{version}.json").write_bytes((models_dir[0] / f"{version}.json").read_bytes())
-    onnx = (models_dir[0] / f"{version}.onnx").read_bytes()
+    version = risk_model[1]
+    (tampered / f"{version}.json").write_bytes((risk_model[0] / f"{version}.json").read_bytes())
+    onnx = (risk_model[0] / f"{version}.onnx").read_bytes()
     (tampered / f"{version}.onnx").write_bytes(onnx[:-1] + bytes([onnx[-1] ^ 1]))
     refused = _risk(kafka_bootstrap, topics, tmp_path / "t", PAYMENTS_RISK_MODEL=version,
                     PAYMENTS_RISK_MODELS_DIR=str(tampered)).start()
@@ -107,11 +102,11 @@ def test_a_risk_service_refuses_to_start_with_a_model_it_cannot_load_or_trust(
 
 
 def test_shadow_promote_and_rollback_are_recorded_and_the_running_service_follows_them(
-        kafka_bootstrap: str, topics: Topics, tmp_path: Path, models_dir: tuple[Path, str], cli: None,
+        kafka_bootstrap: str, topics: Topics, tmp_path: Path, risk_model: tuple[Path, str], cli: None,
         capsys: pytest.CaptureFixture[str]) -> None:
     setup_topics(kafka_bootstrap, topics)
-    gbm = models_dir[1]
-    risk = _risk(kafka_bootstrap, topics, tmp_path, PAYMENTS_RISK_MODELS_DIR=str(models_dir[0])).start()
+    gbm = risk_model[1]
+    risk = _risk(kafka_bootstrap, topics, tmp_path, PAYMENTS_RISK_MODELS_DIR=str(risk_model[0])).start()
     try:
         risk.wait_ready()
         first = _scored_by(kafka_bootstrap, topics, "risk-model-v1", None)

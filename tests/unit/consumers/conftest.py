@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def risk_sample(risk_training_sample: tuple[list[Any], dict[str, str]]) -> tuple[list[Any], dict[str, str]]:
-    return risk_training_sample
 
 
 @pytest.fixture(scope="session")

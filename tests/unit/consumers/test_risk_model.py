@@ -14,11 +14,6 @@ from consumers.risk.training import Example, train
 from ops.cli import main
 
 
-@pytest.fixture(scope="module")
-def sample(risk_sample: tuple[list[Example], dict[str, str]]) -> tuple[list[Example], dict[str, str]]:
-    return risk_sample
-
-
 def test_a_model_trained_on_the_first_weeks_finds_the_fraud_of_the_last(trained: Path) -> None:
     manifest = load_artifact(trained).manifest
     assert manifest.features == FEATURES and len(manifest.baseline) == len(FEATURES)
@@ -27,17 +22,17 @@ def test_a_model_trained_on_the_first_weeks_finds_the_fraud_of_the_last(trained:
     assert manifest.metrics.auc > 0.95 and manifest.metrics.recall > 0.7 and manifest.metrics.precision > 0.7
 
 
-def test_the_same_data_and_seed_train_the_same_model(sample: tuple[list[Example], dict[str, str]],
-                                                     trained: Path, tmp_path: Path) -> None:
-    again = train(sample[0], tmp_path, seed=5)
+def test_the_same_data_and_seed_train_the_same_model(
+        risk_training_sample: tuple[list[Example], dict[str, str]], trained: Path, tmp_path: Path) -> None:
+    again = train(risk_training_sample[0], tmp_path, seed=5)
     assert again.onnx_sha256 == json.loads(trained.read_text())["onnx_sha256"]
 
 
 def test_served_scores_decline_fraud_and_explain_it_by_the_features_that_moved(
-        sample: tuple[list[Example], dict[str, str]], trained: Path) -> None:
+        risk_training_sample: tuple[list[Example], dict[str, str]], trained: Path) -> None:
     artifact = load_artifact(trained)
     threshold = artifact.manifest.decline_threshold_bp
-    holdout = [e for e in sample[0] if e.at >= artifact.manifest.holdout_from]
+    holdout = [e for e in risk_training_sample[0] if e.at >= artifact.manifest.holdout_from]
     fraud = [e for e in holdout if e.fraud]
     flagged = [artifact.score(e.features, explain=True) for e in fraud]
     assert sum(s.score_bp >= threshold for s in flagged) >= 0.7 * len(fraud)
