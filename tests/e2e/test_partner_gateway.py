@@ -130,15 +130,26 @@ def test_a_gateway_killed_with_hundreds_of_calls_in_flight_recovers_them_by_aski
     gateway = process(gateway_pipeline, "partner")
     # Each submission takes the partner 40 s, longer than a restarted gateway takes to ask (several seconds
     # on a busy machine, over 20 s with another test's pipeline on the same two cores): the dead owner's
-    # requests are still being processed when its successor asks.
-    sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 90, "extra_latency_ms": 40_000})
-    queries_before = sim(gateway_pipeline, "/_sim/stats")["queries"]
-    commands = send(gateway_pipeline, 600, declined_every=10)
-    in_flight = wait_for(lambda: (n := sim(gateway_pipeline, "/_sim/stats")["in_progress"]) >= 150 and n, 90,
-                         "hundreds of partner calls in flight")
-    gateway.kill()
-    sim(gateway_pipeline, "/_sim/faults", {"mode": "none"})
-    gateway.start()
+    # requests are still being processed when its successor asks. The gateway waits 60 s for an answer, so
+    # its calls stay in flight however slowly the saga hands them over: with the module's 1.5 s timeout
+    # they would time out, the breaker would open, and only the calls started before it did would reach
+    # the partner (too few when the pipeline is slow).
+    gateway.stop()
+    gateway.env["PAYMENTS_PARTNER_TIMEOUT_MS"] = "60000"
+    try:
+        gateway.start().wait_ready()
+        sim(gateway_pipeline, "/_sim/faults", {"mode": "slow", "seconds": 90, "extra_latency_ms": 40_000})
+        queries_before = sim(gateway_pipeline, "/_sim/stats")["queries"]
+        commands = send(gateway_pipeline, 600, declined_every=10)
+        in_flight = wait_for(lambda: (n := sim(gateway_pipeline, "/_sim/stats")["in_progress"]) >= 150 and n, 90,
+                             "hundreds of partner calls in flight")
+        gateway.kill()
+    finally:  # the successor (and the module's later tests) runs with the module's timeout
+        gateway.env["PAYMENTS_PARTNER_TIMEOUT_MS"] = ENV["PAYMENTS_PARTNER_TIMEOUT_MS"]
+        sim(gateway_pipeline, "/_sim/faults", {"mode": "none"})
+        if gateway.alive():
+            gateway.stop()
+        gateway.start()
     outcomes = wait_all_terminal(gateway_pipeline, commands, 240)
     rows = check_money(gateway_pipeline, commands, outcomes)
     assert sum(isinstance(o, PaymentFailed) for o in outcomes.values()) >= 60  # the declined ones, at least
