@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import threading
 import time
@@ -53,18 +54,26 @@ FAULT_MODES: Final = ("none", "throttle", "unavailable", "slow")
 
 @dataclass
 class Faults:
-    """An injected fault, active until `until` (monotonic seconds); `share` of requests are affected."""
+    """An injected fault, active until `until` (monotonic seconds); `share` of requests are affected. With
+    `submissions` it affects only that many submissions (POSTs) more, queries none: a test then meets it
+    however long its traffic takes to arrive."""
 
     mode: str = "none"
     until: float = 0.0
     retry_after_s: int = 1
     extra_latency_ms: int = 0
     share: float = 1.0
+    submissions: int | None = None  # submissions still to affect (None: every request until `until`)
 
-    def active(self, rng: random.Random) -> str:
-        if self.mode == "none" or time.monotonic() >= self.until:
+    def on(self) -> bool:
+        return self.mode != "none" and time.monotonic() < self.until and self.submissions != 0
+
+    def active(self, rng: random.Random, kind: Literal["submit", "query"]) -> str:
+        if not self.on() or (self.submissions is not None and kind != "submit") or rng.random() >= self.share:
             return "none"
-        return self.mode if rng.random() < self.share else "none"
+        if self.submissions is not None:
+            self.submissions -= 1
+        return self.mode
 
 
 class GroupCommit:
@@ -190,7 +199,7 @@ class SimulatedPartnerApp:
     def _admit(self, kind: Literal["submit", "query"], submission_id: str) -> web.Response | float:
         """A response to send instead of processing the request (injected faults, the seeded throttle),
         or how long processing it takes (its latency)."""
-        mode = self.faults.active(self._rng)
+        mode = self.faults.active(self._rng, kind)
         if mode == "throttle":
             return _error(429, "RATE_LIMITED", headers={"Retry-After": str(self.faults.retry_after_s)})
         if mode == "unavailable":
@@ -295,19 +304,25 @@ class SimulatedPartnerApp:
         try:
             body = await request.json()
             mode = str(body.get("mode", "none"))
-            seconds = float(body.get("seconds", 0))
+            counted = body.get("submissions")
+            submissions = None if counted is None else int(counted)
+            # With a count and no time, the fault lasts until that many submissions have met it.
+            seconds = float(body.get("seconds", 0 if submissions is None else math.inf))
             faults = Faults(mode=mode, until=time.monotonic() + seconds,
                             retry_after_s=int(body.get("retry_after_s", 1)),
-                            extra_latency_ms=int(body.get("extra_latency_ms", 0)), share=float(body.get("share", 1.0)))
-        except (ValueError, TypeError, AttributeError) as error:
+                            extra_latency_ms=int(body.get("extra_latency_ms", 0)), share=float(body.get("share", 1.0)),
+                            submissions=submissions)
+        except (ValueError, TypeError, AttributeError, OverflowError) as error:
             return _error(400, "INVALID_REQUEST", str(error))
-        if mode not in FAULT_MODES or not 0.0 <= faults.share <= 1.0 or seconds < 0:
+        if (mode not in FAULT_MODES or not 0.0 <= faults.share <= 1.0 or not seconds >= 0
+                or (submissions is not None and submissions < 1)):
             return _error(400, "INVALID_REQUEST", f"mode is one of {', '.join(FAULT_MODES)}; share in [0, 1]; "
-                                                  "seconds >= 0")
+                                                  "seconds >= 0; submissions >= 1")
         self.faults = faults
-        log.info("partner_sim_faults", mode=mode, seconds=seconds, retry_after_s=faults.retry_after_s,
-                 extra_latency_ms=faults.extra_latency_ms, share=faults.share)
-        return web.json_response({"mode": mode, "seconds": seconds})
+        seconds_or_none = None if math.isinf(seconds) else seconds  # JSON has no infinity
+        log.info("partner_sim_faults", mode=mode, seconds=seconds_or_none, submissions=submissions,
+                 retry_after_s=faults.retry_after_s, extra_latency_ms=faults.extra_latency_ms, share=faults.share)
+        return web.json_response({"mode": mode, "seconds": seconds_or_none, "submissions": submissions})
 
     async def submissions(self, request: web.Request) -> web.StreamResponse:
         """What a query would say of each submission: one still being received (its journal entry not yet
@@ -327,7 +342,7 @@ class SimulatedPartnerApp:
             "posts": sum(book.posts.values()), "replays": sum(book.replays.values()),
             "queries": sum(book.queries.values()), "throttled": sum(book.throttled.values()),
             "in_progress": self.in_progress, "max_in_progress": self.max_in_progress,
-            "faults": self.faults.mode if self.faults.until > time.monotonic() else "none"})
+            "faults": self.faults.mode if self.faults.on() else "none"})
 
 
 def load_book(config: SimulatorConfig) -> tuple[PartnerBook, Journal]:

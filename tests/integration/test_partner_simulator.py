@@ -339,6 +339,27 @@ def test_injected_faults_throttle_refuse_and_slow_down_then_end(tmp_path: Path) 
             await call(session, "POST", f"{url}/_sim/faults", json={"mode": "none"})
             assert (await call(session, "GET", f"{url}/v1/transfers/sub-2"))[0] == 200
             assert (await call(session, "POST", f"{url}/_sim/faults", json={"mode": "melt"}))[0] == 400
+            for bad in (0, -1, "many"):
+                assert (await call(session, "POST", f"{url}/_sim/faults",
+                                   json={"mode": "throttle", "submissions": bad}))[0] == 400
+    run(scenario())
+
+
+def test_a_fault_counted_in_submissions_meets_that_many_posts_and_no_query(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as (url, _), aiohttp.ClientSession() as session:
+            status, body, _ = await call(session, "POST", f"{url}/_sim/faults",
+                                         json={"mode": "throttle", "submissions": 2})
+            assert (status, body) == (200, {"mode": "throttle", "seconds": None, "submissions": 2})  # no time bound
+            assert (await call(session, "GET", f"{url}/_sim/stats"))[1]["faults"] == "throttle"
+            assert (await call(session, "GET", f"{url}/v1/transfers/sub-c"))[0] == 404  # a query: not counted
+            for _ in range(2):
+                status, _, headers = await call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                                                headers={"Idempotency-Key": "sub-c"})
+                assert (status, headers["Retry-After"]) == (429, "1")
+            assert (await call(session, "POST", f"{url}/v1/transfers", json=BODY,
+                               headers={"Idempotency-Key": "sub-c"}))[0] == 201
+            assert (await call(session, "GET", f"{url}/_sim/stats"))[1]["faults"] == "none"
     run(scenario())
 
 
