@@ -144,7 +144,7 @@ def run_service(name: str, settings: Settings) -> int:
     return run_until_stopped(lambda: build_processor(spec, settings, watchdog, health, logic), stop, name)
 
 
-def _build(name: str, spec: Any, settings: Settings, stop: threading.Event) -> Any:
+def _build(name: str, spec: ServiceSpec, settings: Settings, stop: threading.Event) -> Logic[Any] | int:
     """The service's Logic, built once: its configuration (a model, a seed file) is checked at start, and
     rebuilds keep it. Some read Kafka to build (the risk service reads `risk.models`): Kafka failing
     transiently past the retry bound (a leader moving) is waited out as in `_start`; a refusal, or a bad
@@ -153,18 +153,16 @@ def _build(name: str, spec: Any, settings: Settings, stop: threading.Event) -> A
     while True:
         try:
             return spec.build(settings)
-        except (ParticipantError, OpsError) as error:
-            log.error("service_misconfigured", service=name, error=str(error), exit_code=EXIT_CONFIG)
+        except (ParticipantError, OpsError, KafkaCallError) as error:
+            if isinstance(error, KafkaCallError) and gave_up_transient(error):
+                attempt += 1
+                if _paused(stop, "waiting_for_kafka_to_build", name, attempt, error):
+                    return EXIT_OK
+                continue
+            event = "service_build_refused" if isinstance(error, KafkaCallError) else "service_misconfigured"
+            log.error(event, service=name, error=str(error), exit_code=EXIT_CONFIG)
             print(f"payments run {name}: {error}", file=sys.stderr)
             return EXIT_CONFIG
-        except KafkaCallError as error:
-            if not gave_up_transient(error):
-                log.error("service_build_refused", service=name, error=str(error), exit_code=EXIT_CONFIG)
-                print(f"payments run {name}: {error}", file=sys.stderr)
-                return EXIT_CONFIG
-            attempt += 1
-            if _paused(stop, "waiting_for_kafka_to_build", name, attempt, error):
-                return EXIT_OK
 
 
 def run_projection(name: str, settings: Settings) -> int:

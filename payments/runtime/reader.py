@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from payments.runtime.connection import Kafka, client_config
 from payments.runtime.errors import KafkaCallError, ReadTimeoutError
-from payments.runtime.retry import retry_kafka
+from payments.runtime.retry import kafka_error, retry_kafka
 
 Partition = tuple[str, int]
 CONSUME_BATCH_MAX = 2000
@@ -71,7 +71,7 @@ def end_offsets(bootstrap: Kafka, partitions: Iterable[Partition], *, earliest: 
         try:
             return {(tp.topic, tp.partition): int(future.result().offset) for tp, future in futures.items()}
         except KafkaException as error:
-            if error.args and isinstance(error.args[0], KafkaError) and error.args[0].code() in STALE_LEADER:
+            if (cause := kafka_error(error)) is not None and cause.code() in STALE_LEADER:
                 # librdkafka retries a ListOffsets with the leader epoch it had (confluentinc/librdkafka#4620):
                 # after a leader moved, asking the same client again fails the same way. A new client asks
                 # for fresh metadata.

@@ -35,13 +35,20 @@ def is_transient(error: KafkaError) -> bool:
     return bool(error.retriable()) or error.code() in TRANSIENT_CODES
 
 
+def kafka_error(error: BaseException | None) -> KafkaError | None:
+    """The KafkaError that `error`, a KafkaException, carries (None for anything else)."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        return error.args[0]
+    return None
+
+
 def gave_up_transient(error: KafkaCallError) -> bool:
     """Whether `error` ended a call that failed transiently past its bound (asking again later may work),
     rather than one Kafka refused (authorization, a policy, an invalid request: asking again will not).
 
     It reads the Kafka error that `error` was raised from; one raised from none is a refusal."""
-    cause = error.__cause__
-    return isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError) and is_transient(cause.args[0])
+    cause = kafka_error(error.__cause__)
+    return cause is not None and is_transient(cause)
 
 
 AUTHORIZATION_CODES: Final = frozenset({
@@ -52,9 +59,8 @@ AUTHORIZATION_CODES: Final = frozenset({
 
 def refused_authorization(error: KafkaCallError) -> bool:
     """Whether `error` ended a call the cluster's ACLs refused (this principal may not do it)."""
-    cause = error.__cause__
-    return (isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError)
-            and cause.args[0].code() in AUTHORIZATION_CODES)
+    cause = kafka_error(error.__cause__)
+    return cause is not None and cause.code() in AUTHORIZATION_CODES
 
 
 def retry_kafka(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS_MAX, backoff_s: float = 0.1,
