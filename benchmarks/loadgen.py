@@ -220,13 +220,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0, behind_max = publish(producer, topics.commands, encoded, rate=args.rate, due=due, due_lock=due_lock)
     published_s = time.monotonic() - t0
     assert producer.flush(120) == 0, "the load generator could not deliver every command"
+
+    def complete() -> bool:
+        """Every payment has its final status row, and each settled one its ledger entry and settlement event
+        (three consumers of their own: any may be last)."""
+        if len(status.at) < len(due):
+            return False
+        with status.lock:
+            settled_ids = [p for p, s in status.status.items() if s == "SETTLED"]
+        return all(p in ledger.at and p in settled.at for p in settled_ids)
+
     deadline = time.monotonic() + args.timeout_s
-    while time.monotonic() < deadline:
-        if len(status.at) == len(due) and len(ledger.at) + (len(status.at) - sum(
-                s == "SETTLED" for s in status.status.values())) >= len(due):
-            break
+    while time.monotonic() < deadline and not complete():
         time.sleep(0.1)
-    time.sleep(0.2)  # the last settlement events may arrive after the rows (other consumers)
     stop.set()
     for watcher in watchers:
         watcher.join(30)
